@@ -1,0 +1,26 @@
+# Two set-up commands; each creates .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-slow demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+## make test: create .venv, install the package with its test extras, run the fast tests (no `slow` marker).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+## make test-slow: the tests marked `slow` (fresh interpreters, long statistics); .ci/run calls it after `make test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow -o addopts="-ra"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) .jax_cache .pytest_cache

@@ -1,0 +1,206 @@
+"""Argument checking and parameter building shared by the Distrax and NumPyro diffusion distributions.
+
+Each ``build_*`` function validates the public arguments of one class, converts them to a common float dtype and
+returns a :class:`GaussianParams` holding the diagonal-Gaussian parameters computed by :mod:`mulan_ppl.core`. The
+backends store what it returns and add only their framework's protocol on top. KLs are here too, once, so both
+registries call the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mulan_ppl import core
+from mulan_ppl._validation import (
+    as_float_array,
+    check_broadcasts_to,
+    check_integer_data,
+    check_one_of,
+    check_positive_int,
+    check_same_shape,
+    event_ndims_for,
+    is_concrete,
+)
+
+__all__ = [
+    "GaussianParams",
+    "build_decoder",
+    "build_forward_marginal",
+    "build_forward_transition",
+    "build_reverse_transition",
+    "build_top_down_posterior",
+    "kl_diag_gaussians",
+    "kl_posterior_reverse",
+    "kl_to_normal",
+    "sum_event",
+]
+
+PREDICTIONS = ("eps", "v", "x", "score")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class GaussianParams:
+    """Validated arguments of a diffusion Gaussian and its diagonal parameters."""
+
+    args: dict  # the constructor's array arguments, converted (None for an absent optional one)
+    loc: jax.Array  # (*batch, *event)
+    log_variance: jax.Array  # (*batch, *event)
+    event_ndims: int = dataclasses.field(metadata=dict(static=True))
+
+
+def sum_event(values: jax.Array, event_ndims: int) -> jax.Array:
+    """Sums the trailing ``event_ndims`` axes."""
+    if event_ndims == 0:
+        return values
+    return jnp.sum(values, axis=tuple(range(values.ndim - event_ndims, values.ndim)))
+
+
+def _floats(where: str, **arrays) -> dict:
+    converted = {k: as_float_array(v, k, where) for k, v in arrays.items() if v is not None}
+    dtype = jnp.result_type(*converted.values())
+    return {k: (converted[k].astype(dtype) if k in converted else None) for k in arrays}
+
+
+def _check_gammas(where: str, args: dict, data_name: str, *gamma_names: str) -> None:
+    shape = args[data_name].shape
+    for name in gamma_names:
+        check_broadcasts_to(where, name, args[name], shape, data_name)
+
+
+def _check_values(where: str, validate_args: bool, args: dict) -> dict:
+    """NaN check of the inputs: eager when concrete, under jit only with ``validate_args``."""
+    arrays = {k: v for k, v in args.items() if v is not None}
+    if is_concrete(*arrays.values()):
+        for name, value in arrays.items():
+            if np.isnan(np.asarray(value)).any():
+                raise ValueError(f"`{where}`: `{name}` contains NaN.")
+        return args
+    if validate_args:
+        return {
+            k: (eqx.error_if(v, jnp.any(jnp.isnan(v)), f"`{where}`: `{k}` contains NaN.") if v is not None else v)
+            for k, v in args.items()
+        }
+    return args
+
+
+def build_forward_marginal(x, gamma, *, event_ndims=None, validate_args=False, where="ForwardMarginal"):
+    args = _floats(where, x=x, gamma=gamma)
+    _check_gammas(where, args, "x", "gamma")
+    args = _check_values(where, validate_args, args)
+    loc, log_var = core.forward_marginal(args["x"], args["gamma"])
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+
+
+def build_forward_transition(z_s, gamma_s, gamma_t, *, event_ndims=None, validate_args=False,
+                             where="ForwardTransition"):
+    args = _floats(where, z_s=z_s, gamma_s=gamma_s, gamma_t=gamma_t)
+    _check_gammas(where, args, "z_s", "gamma_s", "gamma_t")
+    args = _check_values(where, validate_args, args)
+    loc, log_var = core.forward_transition(args["z_s"], args["gamma_s"], args["gamma_t"])
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+
+
+def build_top_down_posterior(z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims=None, validate_args=False,
+                             where="TopDownPosterior"):
+    args = _floats(where, z_t=z_t, x=x, gamma_s=gamma_s, gamma_t=gamma_t, eps=eps)
+    check_same_shape(where, z_t=args["z_t"], x=args["x"], eps=args["eps"])
+    _check_gammas(where, args, "z_t", "gamma_s", "gamma_t")
+    args = _check_values(where, validate_args, args)
+    loc, log_var = core.top_down_posterior(args["z_t"], args["x"], args["gamma_s"], args["gamma_t"])
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+
+
+def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterization="x", event_ndims=None,
+                             validate_args=False, where="ReverseTransition"):
+    check_one_of(where, "parameterization", parameterization, PREDICTIONS)
+    args = _floats(where, z_t=z_t, prediction=prediction, gamma_s=gamma_s, gamma_t=gamma_t)
+    check_same_shape(where, z_t=args["z_t"], prediction=args["prediction"])
+    _check_gammas(where, args, "z_t", "gamma_s", "gamma_t")
+    args = _check_values(where, validate_args, args)
+    x_hat = core.convert_prediction(args["prediction"], args["z_t"], args["gamma_t"], source=parameterization,
+                                    target="x")
+    loc, log_var = core.top_down_posterior(args["z_t"], x_hat, args["gamma_s"], args["gamma_t"])
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+
+
+def build_decoder(z_0, gamma_0, vocab_size, *, event_ndims=None, where="DiscretizedGaussianDecoder"):
+    """Returns ``(args, logits, event_ndims)`` of the discretized decoder."""
+    vocab_size = check_positive_int(where, "vocab_size", vocab_size, minimum=2)
+    args = _floats(where, z_0=z_0, gamma_0=gamma_0)
+    _check_gammas(where, args, "z_0", "gamma_0")
+    args = _check_values(where, False, args)
+    logits = core.decoder_logits(args["z_0"], args["gamma_0"], vocab_size)
+    return args, vocab_size, jax.nn.log_softmax(logits), event_ndims_for(where, args["z_0"].shape, event_ndims)
+
+
+def decoder_log_prob(log_probs, x, vocab_size, event_ndims, *, validate_args=False,
+                     where="DiscretizedGaussianDecoder.log_prob"):
+    """Per-example log p(x | z_0) for integer ``x`` of the decoder's (or a broadcastable) shape."""
+    x = check_integer_data(where, "value", x, vocab_size, validate_args=validate_args)
+    x = x.astype(jnp.int32)
+    log_probs = jnp.broadcast_to(log_probs, x.shape + log_probs.shape[-1:])
+    picked = jnp.take_along_axis(log_probs, x[..., None], axis=-1)[..., 0]
+    return sum_event(picked, event_ndims)
+
+
+def _check_shared_step(q_args: dict, p_args: dict) -> None:
+    """The structural KL assumes both distributions describe the same step: same ``z_t``, ``gamma_s``, ``gamma_t``."""
+    names = ("z_t", "gamma_s", "gamma_t")
+    arrays = [q_args[n] for n in names] + [p_args[n] for n in names]
+    if not is_concrete(*arrays):
+        return
+    for name in names:
+        try:
+            same = np.array_equal(*np.broadcast_arrays(np.asarray(q_args[name]), np.asarray(p_args[name])))
+        except ValueError:
+            same = False
+        if not same:
+            raise ValueError(
+                "`kl_divergence(TopDownPosterior, ReverseTransition)`: both must describe the same step, with equal "
+                f"`{name}`; build the reverse transition from the posterior's z_t, gamma_s and gamma_t."
+            )
+
+
+def kl_posterior_reverse(q: GaussianParams, p: GaussianParams, parameterization: str) -> jax.Array:
+    """KL(TopDownPosterior ‖ ReverseTransition) per example, in the structural form finite at s = t."""
+    _check_shared_step(q.args, p.args)
+    kl = core.per_step_kl(
+        q.args["x"], q.args["z_t"], q.args["gamma_s"], q.args["gamma_t"], p.args["prediction"],
+        parameterization=parameterization, eps=q.args["eps"],
+    )
+    return sum_event(jnp.broadcast_to(kl, q.loc.shape), q.event_ndims)
+
+
+def kl_diag_gaussians(q: GaussianParams, p: GaussianParams) -> jax.Array:
+    """KL between two diagonal diffusion Gaussians of the same event shape, per example."""
+    if q.loc.shape[q.loc.ndim - q.event_ndims:] != p.loc.shape[p.loc.ndim - p.event_ndims:]:
+        raise ValueError(
+            f"`kl_divergence`: event shapes differ; got {q.loc.shape[q.loc.ndim - q.event_ndims:]} and "
+            f"{p.loc.shape[p.loc.ndim - p.event_ndims:]}."
+        )
+    kl = core.gaussian_kl(q.loc, q.log_variance, p.loc, p.log_variance)
+    return sum_event(kl, q.event_ndims)
+
+
+def kl_to_normal(q: GaussianParams, loc, scale, reinterpreted_ndims: int = 0) -> jax.Array:
+    """KL from a diffusion Gaussian to a backend ``Normal(loc, scale)`` (``Independent`` over the trailing dims).
+
+    The Normal's parameters broadcast against ``q``'s full shape; the KL sums over ``q``'s event dims.
+    """
+    if reinterpreted_ndims not in (0, q.event_ndims):
+        raise ValueError(
+            f"`kl_divergence`: the prior's reinterpreted_batch_ndims must be {q.event_ndims} (the event rank of "
+            f"the diffusion distribution) or 0; got {reinterpreted_ndims}."
+        )
+    loc = jnp.asarray(loc, q.loc.dtype)
+    log_var = 2.0 * jnp.log(jnp.asarray(scale, q.loc.dtype))
+    kl = core.gaussian_kl(q.loc, q.log_variance, loc, log_var)
+    if kl.shape != q.loc.shape:
+        raise ValueError(f"`kl_divergence`: the prior's shape must broadcast to {q.loc.shape}; got {kl.shape}.")
+    return sum_event(kl, q.event_ndims)

@@ -1,0 +1,223 @@
+"""NumPyro classes of the Gaussian diffusion, twins of :mod:`mulan_ppl.distrax.gaussian` (same names, arguments and
+numbers; both call :mod:`mulan_ppl.core`). All are reparameterized (``has_rsample``) and their KLs are registered
+with ``numpyro.distributions.kl.kl_divergence``, so ``TraceMeanField_ELBO`` uses them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.distributions import Distribution, Independent, Normal, constraints
+from numpyro.distributions.kl import kl_divergence
+
+from mulan_ppl import _diffusion_params as dp
+from mulan_ppl import core
+
+__all__ = ["ForwardMarginal", "ForwardTransition", "ReverseTransition", "TopDownPosterior"]
+
+
+class _DiffusionGaussian(Distribution):
+    """Diagonal Gaussian over the data dims, built from a :class:`~mulan_ppl._diffusion_params.GaussianParams`."""
+
+    pytree_data_fields = ("_params",)
+    _params: dp.GaussianParams
+
+    def _setup(self, params: dp.GaussianParams, validate_args) -> None:
+        self._params = params
+        for name, value in params.args.items():
+            setattr(self, name, value)
+        shape = params.loc.shape
+        split = len(shape) - params.event_ndims
+        super().__init__(batch_shape=shape[:split], event_shape=shape[split:], validate_args=None)
+
+    @constraints.dependent_property(is_discrete=False)
+    def support(self):
+        return constraints.independent(constraints.real, self.event_dim)
+
+    @property
+    def loc(self) -> jax.Array:
+        return self._params.loc
+
+    @property
+    def log_variance(self) -> jax.Array:
+        return self._params.log_variance
+
+    @property
+    def mean(self) -> jax.Array:
+        return self._params.loc
+
+    @property
+    def mode(self) -> jax.Array:
+        return self._params.loc
+
+    @property
+    def variance(self) -> jax.Array:
+        return jnp.exp(self._params.log_variance)
+
+    def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+        return core.diag_normal_sample(key, self.loc, self.log_variance, sample_shape)
+
+    def rsample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+        return self.sample(key, sample_shape)
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        """Log-density summed over the event dims; ``+inf``/``-inf`` where the variance is 0 (s = t)."""
+        lp = core.diag_normal_log_prob(jnp.asarray(value), self.loc, self.log_variance)
+        return dp.sum_event(lp, self._params.event_ndims)
+
+    def entropy(self) -> jax.Array:
+        return dp.sum_event(core.diag_normal_entropy(self.log_variance), self._params.event_ndims)
+
+    @classmethod
+    def infer_shapes(cls, *arg_shapes, event_ndims: int | None = None, **kwargs):
+        shape = tuple(np.broadcast_shapes(*[s for s in arg_shapes if s is not None]))
+        ndims = len(shape) - 1 if event_ndims is None else event_ndims
+        return shape[: len(shape) - ndims], shape[len(shape) - ndims:]
+
+
+class ForwardMarginal(_DiffusionGaussian):
+    r"""The forward marginal q(z_t | x) (NumPyro). See :class:`mulan_ppl.distrax.ForwardMarginal`.
+
+    Mathematical details:
+        .. math:: q(z_t \mid x) = \mathcal N\big(\alpha_t x,\ \mathrm{diag}(\sigma_t^2)\big), \quad
+            \alpha_t^2 = \mathrm{sigmoid}(-\gamma_t),\ \sigma_t^2 = \mathrm{sigmoid}(\gamma_t).
+
+    Args:
+        x: data, shape ``(B, *event)``.
+        gamma: noise level, scalar or of ``x``'s rank with dims equal or 1.
+        event_ndims: trailing event dims, default ``x.ndim - 1``.
+        validate_args: check values (NaN) under ``jit`` too.
+
+    Example:
+        >>> d = ForwardMarginal(jnp.zeros((2, 3)), jnp.zeros((2, 1)))
+        >>> print(d.batch_shape, d.event_shape, d.log_prob(jnp.zeros((2, 3))))
+        (2,) (3,) [-1.717 -1.717]
+    """
+
+    arg_constraints = {"x": constraints.real, "gamma": constraints.real}
+    reparametrized_params = ["x", "gamma"]
+
+    def __init__(self, x, gamma, *, event_ndims: int | None = None, validate_args: bool = False):
+        self._setup(dp.build_forward_marginal(x, gamma, event_ndims=event_ndims, validate_args=validate_args),
+                    validate_args)
+
+
+class ForwardTransition(_DiffusionGaussian):
+    r"""The forward transition q(z_t | z_s) (NumPyro). See :class:`mulan_ppl.distrax.ForwardTransition`.
+
+    Mathematical details:
+        .. math:: \mathcal N\big(\alpha_{t|s} z_s,\ -\mathrm{expm1}(\gamma_s-\gamma_t)\,\mathrm{sigmoid}(\gamma_t)\big).
+
+    Example:
+        >>> d = ForwardTransition(jnp.ones((1, 2)), jnp.asarray(-1.0), jnp.asarray(1.0))
+        >>> print(d.mean, d.variance)
+        [[0.607 0.607]] [[0.632 0.632]]
+    """
+
+    arg_constraints = {"z_s": constraints.real, "gamma_s": constraints.real, "gamma_t": constraints.real}
+    reparametrized_params = ["z_s", "gamma_s", "gamma_t"]
+
+    def __init__(self, z_s, gamma_s, gamma_t, *, event_ndims: int | None = None, validate_args: bool = False):
+        self._setup(dp.build_forward_transition(z_s, gamma_s, gamma_t, event_ndims=event_ndims,
+                                                validate_args=validate_args), validate_args)
+
+
+class TopDownPosterior(_DiffusionGaussian):
+    r"""The top-down posterior q(z_s | z_t, x) (NumPyro). See :class:`mulan_ppl.distrax.TopDownPosterior`.
+
+    Mathematical details:
+        .. math:: \mathcal N\big(c_z z_t + c_x x,\ -\mathrm{expm1}(\gamma_s-\gamma_t)\,\mathrm{sigmoid}(\gamma_s)\big),
+            \quad c_x = -\alpha_s\,\mathrm{expm1}(\gamma_s-\gamma_t).
+
+    Example:
+        >>> q = TopDownPosterior(jnp.zeros((1, 2)), jnp.ones((1, 2)), jnp.asarray(-2.0), jnp.asarray(0.0))
+        >>> print(q.mean)
+        [[0.8115 0.8115]]
+    """
+
+    arg_constraints = {"z_t": constraints.real, "x": constraints.real, "gamma_s": constraints.real,
+                       "gamma_t": constraints.real}
+    reparametrized_params = ["z_t", "x", "gamma_s", "gamma_t"]
+    pytree_data_fields = ("eps",)
+
+    def __init__(self, z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims: int | None = None,
+                 validate_args: bool = False):
+        self._setup(dp.build_top_down_posterior(z_t, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims,
+                                                validate_args=validate_args), validate_args)
+
+    @classmethod
+    def from_noise(cls, x, eps, gamma_s, gamma_t, *, event_ndims: int | None = None) -> TopDownPosterior:
+        r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``."""
+        x = jnp.asarray(x)
+        alpha, sigma = core.alpha_sigma(jnp.asarray(gamma_t, x.dtype))
+        return cls(alpha * x + sigma * eps, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims)
+
+
+class ReverseTransition(_DiffusionGaussian):
+    r"""The generative transition p(z_s | z_t) = q(z_s | z_t, x̂) (NumPyro). See
+    :class:`mulan_ppl.distrax.ReverseTransition`.
+
+    Mathematical details:
+        .. math:: \mathcal N\big(c_z z_t + c_x \hat x,\ \sigma^2_{s|t}\big); built with :meth:`from_prediction`
+            it keeps an ``eps``/``v`` prediction native for an exact KL at extreme noise levels.
+
+    Example:
+        >>> z_t, x = jnp.zeros((1, 2)), jnp.ones((1, 2))
+        >>> q = TopDownPosterior(z_t, x, -2.0, 0.0)
+        >>> p = ReverseTransition(z_t, 0.9 * x, -2.0, 0.0)
+        >>> from numpyro.distributions.kl import kl_divergence
+        >>> print(kl_divergence(q, p))
+        [0.0639]
+    """
+
+    arg_constraints = {"z_t": constraints.real, "prediction": constraints.real, "gamma_s": constraints.real,
+                       "gamma_t": constraints.real}
+    reparametrized_params = ["z_t", "prediction", "gamma_s", "gamma_t"]
+    pytree_aux_fields = ("parameterization",)
+
+    def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, event_ndims: int | None = None,
+                 validate_args: bool = False):
+        self._init(z_t, x_hat, gamma_s, gamma_t, "x", event_ndims, validate_args)
+
+    def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, event_ndims, validate_args):
+        self.parameterization = parameterization
+        self._setup(dp.build_reverse_transition(z_t, prediction, gamma_s, gamma_t,
+                                                parameterization=parameterization, event_ndims=event_ndims,
+                                                validate_args=validate_args), validate_args)
+
+    @classmethod
+    def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str,
+                        event_ndims: int | None = None, validate_args: bool = False) -> ReverseTransition:
+        """Builds the transition from a prediction named by ``parameterization`` (``"eps"``, ``"v"``, ``"x"``,
+        ``"score"``), kept in that form for the KL."""
+        self = cls.__new__(cls)
+        self._init(z_t, prediction, gamma_s, gamma_t, parameterization, event_ndims, validate_args)
+        return self
+
+    @property
+    def x_hat(self) -> jax.Array:
+        return core.convert_prediction(self.prediction, self.z_t, self.gamma_t, source=self.parameterization,
+                                       target="x")
+
+
+@kl_divergence.register(_DiffusionGaussian, _DiffusionGaussian)
+def _kl_gaussian_gaussian(q, p):
+    return dp.kl_diag_gaussians(q._params, p._params)
+
+
+@kl_divergence.register(TopDownPosterior, ReverseTransition)
+def _kl_posterior_reverse(q, p):
+    return dp.kl_posterior_reverse(q._params, p._params, p.parameterization)
+
+
+@kl_divergence.register(_DiffusionGaussian, Normal)
+def _kl_to_normal(q, p):
+    return dp.kl_to_normal(q._params, p.loc, p.scale)
+
+
+@kl_divergence.register(_DiffusionGaussian, Independent)
+def _kl_to_independent_normal(q, p):
+    if not isinstance(p.base_dist, Normal):
+        raise NotImplementedError(f"KL to Independent({type(p.base_dist).__name__}) is not registered.")
+    return dp.kl_to_normal(q._params, p.base_dist.loc, p.base_dist.scale, p.reinterpreted_batch_ndims)
