@@ -70,7 +70,8 @@ def _floats(where: str, **arrays) -> dict:
 def _check_gammas(where: str, args: dict, data_name: str, *gamma_names: str) -> None:
     shape = args[data_name].shape
     for name in gamma_names:
-        check_broadcasts_to(where, name, args[name], shape, data_name)
+        if args[name] is not None:
+            check_broadcasts_to(where, name, args[name], shape, data_name)
 
 
 def _check_values(where: str, validate_args: bool, args: dict) -> dict:
@@ -116,16 +117,19 @@ def build_top_down_posterior(z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims=
     return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
 
 
-def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterization="x", event_ndims=None,
-                             validate_args=False, where="ReverseTransition"):
+def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterization="x", log_variance=None,
+                             event_ndims=None, validate_args=False, where="ReverseTransition"):
     check_one_of(where, "parameterization", parameterization, PREDICTIONS)
-    args = _floats(where, z_t=z_t, prediction=prediction, gamma_s=gamma_s, gamma_t=gamma_t)
+    args = _floats(where, z_t=z_t, prediction=prediction, gamma_s=gamma_s, gamma_t=gamma_t,
+                   log_variance=log_variance)
     check_same_shape(where, z_t=args["z_t"], prediction=args["prediction"])
-    _check_gammas(where, args, "z_t", "gamma_s", "gamma_t")
+    _check_gammas(where, args, "z_t", "gamma_s", "gamma_t", "log_variance")
     args = _check_values(where, validate_args, args)
     x_hat = core.convert_prediction(args["prediction"], args["z_t"], args["gamma_t"], source=parameterization,
                                     target="x")
     loc, log_var = core.top_down_posterior(args["z_t"], x_hat, args["gamma_s"], args["gamma_t"])
+    if args["log_variance"] is not None:
+        loc, log_var = jnp.broadcast_arrays(loc, args["log_variance"])
     return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
 
 
@@ -168,8 +172,14 @@ def _check_shared_step(q_args: dict, p_args: dict) -> None:
 
 
 def kl_posterior_reverse(q: GaussianParams, p: GaussianParams, parameterization: str) -> jax.Array:
-    """KL(TopDownPosterior ‖ ReverseTransition) per example, in the structural form finite at s = t."""
+    """KL(TopDownPosterior ‖ ReverseTransition) per example.
+
+    With the posterior's own variance (the default reverse transition) this is the structural form, finite and
+    smooth at s = t; a reverse transition given its own ``log_variance`` gets the general Gaussian KL.
+    """
     _check_shared_step(q.args, p.args)
+    if p.args["log_variance"] is not None:
+        return kl_diag_gaussians(q, p)
     kl = core.per_step_kl(
         q.args["x"], q.args["z_t"], q.args["gamma_s"], q.args["gamma_t"], p.args["prediction"],
         parameterization=parameterization, eps=q.args["eps"],

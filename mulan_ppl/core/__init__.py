@@ -18,7 +18,7 @@ from mulan_ppl.core.gaussian import (
     top_down_posterior,
     top_down_posterior_coefficients,
 )
-from mulan_ppl.core.parameterization import PARAMETERIZATIONS, convert_prediction, score_from_eps
+from mulan_ppl.core.parameterization import DENOISER_TARGETS, PARAMETERIZATIONS, convert_prediction, score_from_eps
 from mulan_ppl.core.stable import (
     alpha_sigma,
     gaussian_kl,
@@ -32,6 +32,7 @@ from mulan_ppl.core.stable import (
 )
 
 __all__ = [
+    "DENOISER_TARGETS",
     "PARAMETERIZATIONS",
     "alpha_sigma",
     "convert_prediction",

@@ -20,12 +20,15 @@ from mulan_ppl._validation import check_one_of
 from mulan_ppl.core import stable
 
 __all__ = [
+    "DENOISER_TARGETS",
     "PARAMETERIZATIONS",
     "convert_prediction",
     "score_from_eps",
 ]
 
 PARAMETERIZATIONS = ("eps", "v", "x", "score")
+# The targets a denoiser may be trained to predict (the score is derived, never a training target here).
+DENOISER_TARGETS = ("eps", "v", "x")
 
 
 def score_from_eps(gamma: jax.Array, eps: jax.Array) -> jax.Array:

@@ -222,6 +222,9 @@ class ReverseTransition(_DiffusionGaussian):
         z_t: latent at time t, shape ``(B, *event)``.
         x_hat: predicted data, shape of ``z_t``.
         gamma_s, gamma_t: noise levels broadcastable to ``z_t``.
+        log_variance: optional per-dimension log-variance replacing the posterior's (for example the forward
+            transition's, :func:`mulan_ppl.core.log_transition_variance`, DDPM's larger choice). Its KL to the
+            posterior is then the general Gaussian KL, which has no finite continuous-time limit.
         event_ndims: trailing event dims, default ``z_t.ndim - 1``.
         validate_args: as in :class:`ForwardMarginal`.
 
@@ -233,25 +236,26 @@ class ReverseTransition(_DiffusionGaussian):
         [0.0639]
     """
 
-    def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, event_ndims: int | None = None,
+    def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, log_variance=None, event_ndims: int | None = None,
                  validate_args: bool = False):
-        self._init(z_t, x_hat, gamma_s, gamma_t, "x", event_ndims, validate_args)
+        self._init(z_t, x_hat, gamma_s, gamma_t, "x", log_variance, event_ndims, validate_args)
 
-    def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, event_ndims, validate_args):
+    def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, log_variance, event_ndims,
+              validate_args):
         super().__init__()
         self._parameterization = parameterization
         self._params = dp.build_reverse_transition(
-            z_t, prediction, gamma_s, gamma_t, parameterization=parameterization, event_ndims=event_ndims,
-            validate_args=validate_args,
+            z_t, prediction, gamma_s, gamma_t, parameterization=parameterization, log_variance=log_variance,
+            event_ndims=event_ndims, validate_args=validate_args,
         )
 
     @classmethod
-    def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str,
+    def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str, log_variance=None,
                         event_ndims: int | None = None, validate_args: bool = False) -> ReverseTransition:
         """Builds the transition from a prediction named by ``parameterization`` (``"eps"``, ``"v"``, ``"x"``,
         ``"score"``), kept in that form for the KL."""
         self = cls.__new__(cls)
-        self._init(z_t, prediction, gamma_s, gamma_t, parameterization, event_ndims, validate_args)
+        self._init(z_t, prediction, gamma_s, gamma_t, parameterization, log_variance, event_ndims, validate_args)
         return self
 
     @property

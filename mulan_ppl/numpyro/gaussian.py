@@ -26,7 +26,8 @@ class _DiffusionGaussian(Distribution):
     def _setup(self, params: dp.GaussianParams, validate_args) -> None:
         self._params = params
         for name, value in params.args.items():
-            setattr(self, name, value)
+            if name != "log_variance":  # exposed by the property of the same name
+                setattr(self, name, value)
         shape = params.loc.shape
         split = len(shape) - params.event_ndims
         super().__init__(batch_shape=shape[:split], event_shape=shape[split:], validate_args=None)
@@ -176,23 +177,25 @@ class ReverseTransition(_DiffusionGaussian):
     reparametrized_params = ["z_t", "prediction", "gamma_s", "gamma_t"]
     pytree_aux_fields = ("parameterization",)
 
-    def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, event_ndims: int | None = None,
+    def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, log_variance=None, event_ndims: int | None = None,
                  validate_args: bool = False):
-        self._init(z_t, x_hat, gamma_s, gamma_t, "x", event_ndims, validate_args)
+        self._init(z_t, x_hat, gamma_s, gamma_t, "x", log_variance, event_ndims, validate_args)
 
-    def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, event_ndims, validate_args):
+    def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, log_variance, event_ndims,
+              validate_args):
         self.parameterization = parameterization
         self._setup(dp.build_reverse_transition(z_t, prediction, gamma_s, gamma_t,
-                                                parameterization=parameterization, event_ndims=event_ndims,
-                                                validate_args=validate_args), validate_args)
+                                                parameterization=parameterization, log_variance=log_variance,
+                                                event_ndims=event_ndims, validate_args=validate_args),
+                    validate_args)
 
     @classmethod
-    def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str,
+    def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str, log_variance=None,
                         event_ndims: int | None = None, validate_args: bool = False) -> ReverseTransition:
         """Builds the transition from a prediction named by ``parameterization`` (``"eps"``, ``"v"``, ``"x"``,
         ``"score"``), kept in that form for the KL."""
         self = cls.__new__(cls)
-        self._init(z_t, prediction, gamma_s, gamma_t, parameterization, event_ndims, validate_args)
+        self._init(z_t, prediction, gamma_s, gamma_t, parameterization, log_variance, event_ndims, validate_args)
         return self
 
     @property

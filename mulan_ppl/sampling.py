@@ -1,0 +1,97 @@
+"""Samplers of the generative chain.
+
+:func:`ancestral_sample` runs the T-step top-down chain :math:`z_1 \\to z_{(T-1)/T} \\to \\dots \\to z_0` with the
+reverse transitions :class:`~mulan_ppl.distrax.ReverseTransition` (any parameterization, context given).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mulan_ppl._validation import as_float_array, check_one_of, check_positive_int
+from mulan_ppl.core import DENOISER_TARGETS
+from mulan_ppl.distrax import ReverseTransition
+from mulan_ppl.schedules import evaluate_schedule
+
+__all__ = ["ancestral_sample", "pure_callable"]
+
+
+def pure_callable(fn):
+    """Returns ``fn`` as a function safe to call inside ``jax.lax`` loops.
+
+    An ``nnx.Module`` is split once into its graph and state and merged inside each call, so no module state is
+    shared across JAX trace levels; any other callable is returned unchanged.
+    """
+    if isinstance(fn, nnx.Module):
+        graphdef, state = nnx.split(fn)
+        return lambda *args: nnx.merge(graphdef, state)(*args)
+    return fn
+
+
+def ancestral_sample(
+    key: jax.Array,
+    gamma_fn,
+    denoiser,
+    *,
+    shape: tuple[int, ...],
+    num_steps: int,
+    parameterization: str = "eps",
+    context=None,
+    z_1: jax.Array | None = None,
+) -> jax.Array:
+    r"""Draws :math:`z_0` from the T-step generative chain of the top-down HVAE.
+
+    Mathematical details:
+        :math:`z_1 \sim \mathcal N(0, I)`; for :math:`i = T, \dots, 1` with :math:`t = i/T`, :math:`s = (i-1)/T`:
+        :math:`z_s \sim p(z_s|z_t) = q(z_s \mid z_t, \hat x(z_t, t))`, where :math:`\hat x` comes from the
+        denoiser's prediction. The result is the chain's :math:`z_0`; decode it with
+        :class:`~mulan_ppl.distrax.DiscretizedGaussianDecoder` for integer data (``TopDownDiffusion.sample`` does).
+
+    Args:
+        key: typed PRNG key.
+        gamma_fn: schedule ``gamma_fn(t, context)``.
+        denoiser: ``denoiser(z_t, t, gamma_t, context)`` returning the ``parameterization`` prediction.
+        shape: ``(B, *event)`` of the samples.
+        num_steps: number of steps ``T >= 1``.
+        parameterization: ``"eps"``, ``"v"`` or ``"x"``.
+        context: auxiliary latent for every sample (shape ``(B, ...)``), or ``None``.
+        z_1: optional starting latent of shape ``shape`` (drawn from N(0, I) otherwise).
+
+    Returns:
+        :math:`z_0`, shape ``shape``.
+
+    Example:
+        >>> from mulan_ppl.schedules import FixedLinear
+        >>> z0 = ancestral_sample(jax.random.key(0), FixedLinear(), lambda z, t, g, c: jnp.zeros_like(z),
+        ...                       shape=(2, 3), num_steps=10)
+        >>> print(z0.shape)
+        (2, 3)
+    """
+    num_steps = check_positive_int("ancestral_sample", "num_steps", num_steps)
+    check_one_of("ancestral_sample", "parameterization", parameterization, DENOISER_TARGETS)
+    shape = tuple(shape)
+    if len(shape) < 1:
+        raise ValueError(f"`ancestral_sample`: `shape` must be (batch, *event); got {shape}.")
+    batch, event_shape = shape[0], shape[1:]
+    init_key, loop_key = jax.random.split(key)
+    if z_1 is None:
+        z_1 = jax.random.normal(init_key, shape, jnp.result_type(float))
+    else:
+        z_1 = as_float_array(z_1, "z_1", "ancestral_sample")
+        if z_1.shape != shape:
+            raise ValueError(f"`ancestral_sample`: `z_1` must have shape {shape}; got {z_1.shape}.")
+    gamma_fn, denoiser = pure_callable(gamma_fn), pure_callable(denoiser)
+
+    def step(j, z_t):
+        i = num_steps - j
+        t = jnp.full((batch,), i / num_steps, z_t.dtype)
+        s = jnp.full((batch,), (i - 1) / num_steps, z_t.dtype)
+        gamma_t = evaluate_schedule(gamma_fn, t, context, event_shape)
+        gamma_s = evaluate_schedule(gamma_fn, s, context, event_shape)
+        prediction = denoiser(z_t, t, jnp.broadcast_to(gamma_t, shape), context)
+        p = ReverseTransition.from_prediction(z_t, prediction, gamma_s, gamma_t, parameterization=parameterization)
+        return p.sample(seed=jax.random.fold_in(loop_key, i))
+
+    return jax.lax.fori_loop(0, num_steps, step, z_1)
