@@ -26,11 +26,21 @@ CPU = RunConfig(
                       gamma_max=5.0, channels=32, num_blocks=2, dropout=0.0, attention=False,
                       fourier_exponents=None, head="mlp", head_width=128, head_depth=2, num_categories=16, k=4,
                       encoder_channels=16, encoder_blocks=2),
-    train=TrainConfig(dataset="digits", batch_size=64, num_steps=1500, learning_rate=2e-3, warmup_steps=100,
+    train=TrainConfig(dataset="digits", batch_size=64, num_steps=700, learning_rate=2e-3, warmup_steps=100,
                       steps_per_call=1, checkpoint_every=500, log_every=10, eval_batch_size=120, eval_steps=128),
 )
 
-PRESETS = {"paper": PAPER, "cpu": CPU}
+# Seconds per run: the test suite's preset (kill/resume, virtual devices, mock CIFAR-10 through the command line).
+TINY = RunConfig(
+    preset="tiny",
+    model=ModelConfig(kind="mulan", event_shape=(8, 8, 1), vocab_size=17, parameterization="v", gamma_min=None,
+                      channels=8, num_blocks=1, dropout=0.0, attention=False, head="low_rank", head_width=16,
+                      head_rank=4, num_categories=6, k=2, encoder_channels=8, encoder_blocks=1),
+    train=TrainConfig(dataset="digits", batch_size=8, num_steps=6, learning_rate=1e-3, warmup_steps=2,
+                      checkpoint_every=2, keep_checkpoints=5, log_every=1, eval_batch_size=120, eval_steps=8),
+)
+
+PRESETS = {"paper": PAPER, "cpu": CPU, "tiny": TINY}
 
 
 def preset(name: str, *, model: str | None = None, dataset: str | None = None, vocab_size: int | None = None,

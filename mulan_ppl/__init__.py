@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = ("core", "distrax", "numpyro", "schedules")
+_LAZY = ("core", "distrax", "hvae", "models", "nets", "numpyro", "sampling", "schedules", "train")
 __all__ = ["__version__", *_LAZY]
 
 

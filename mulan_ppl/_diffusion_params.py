@@ -9,6 +9,7 @@ registries call the same function.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import equinox as eqx
 import jax
@@ -52,6 +53,18 @@ class GaussianParams:
     loc: jax.Array  # (*batch, *event)
     log_variance: jax.Array  # (*batch, *event)
     event_ndims: int = dataclasses.field(metadata=dict(static=True))
+
+
+def infer_shapes(init, *args, **kwargs) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """NumPyro's ``infer_shapes`` for the diffusion classes: argument shapes (positional or by name) in, ``(batch_shape,
+    event_shape)`` out. Non-shape arguments (``vocab_size``, ``parameterization``) are ignored; ``event_ndims``
+    defaults to the rank minus one."""
+    bound = inspect.signature(init).bind_partial(None, *args, **kwargs).arguments
+    event_ndims = bound.pop("event_ndims", None)
+    shapes = [tuple(v) for v in bound.values() if isinstance(v, (tuple, list))]
+    shape = tuple(np.broadcast_shapes(*shapes))
+    ndims = len(shape) - 1 if event_ndims is None else event_ndims
+    return shape[: len(shape) - ndims], shape[len(shape) - ndims:]
 
 
 def sum_event(values: jax.Array, event_ndims: int) -> jax.Array:
@@ -117,14 +130,30 @@ def build_top_down_posterior(z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims=
     return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
 
 
-def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterization="x", log_variance=None,
-                             event_ndims=None, validate_args=False, where="ReverseTransition"):
-    check_one_of(where, "parameterization", parameterization, PREDICTIONS)
-    args = _floats(where, z_t=z_t, prediction=prediction, gamma_s=gamma_s, gamma_t=gamma_t,
-                   log_variance=log_variance)
-    check_same_shape(where, z_t=args["z_t"], prediction=args["prediction"])
-    _check_gammas(where, args, "z_t", "gamma_s", "gamma_t", "log_variance")
+def build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, *, event_ndims=None, validate_args=False,
+                                        where="TopDownPosterior.from_noise"):
+    """Validates ``x``, ``eps`` and the noise levels, then builds the posterior at ``z_t = alpha_t x + sigma_t eps``."""
+    args = _floats(where, x=x, eps=eps, gamma_s=gamma_s, gamma_t=gamma_t)
+    check_same_shape(where, x=args["x"], eps=args["eps"])
+    _check_gammas(where, args, "x", "gamma_s", "gamma_t")
     args = _check_values(where, validate_args, args)
+    alpha, sigma = core.alpha_sigma(args["gamma_t"])
+    z_t = alpha * args["x"] + sigma * args["eps"]
+    return build_top_down_posterior(z_t, args["x"], args["gamma_s"], args["gamma_t"], eps=args["eps"],
+                                    event_ndims=event_ndims, where=where)
+
+
+def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterization="x", log_variance=None,
+                             event_ndims=None, validate_args=False, where="ReverseTransition",
+                             prediction_name="prediction"):
+    """``prediction_name`` is the public name of the prediction argument (``x_hat`` for the constructor)."""
+    check_one_of(where, "parameterization", parameterization, PREDICTIONS)
+    named = _floats(where, z_t=z_t, **{prediction_name: prediction}, gamma_s=gamma_s, gamma_t=gamma_t,
+                    log_variance=log_variance)
+    check_same_shape(where, z_t=named["z_t"], **{prediction_name: named[prediction_name]})
+    _check_gammas(where, named, "z_t", "gamma_s", "gamma_t", "log_variance")
+    named = _check_values(where, validate_args, named)
+    args = {("prediction" if k == prediction_name else k): v for k, v in named.items()}
     x_hat = core.convert_prediction(args["prediction"], args["z_t"], args["gamma_t"], source=parameterization,
                                     target="x")
     loc, log_var = core.top_down_posterior(args["z_t"], x_hat, args["gamma_s"], args["gamma_t"])
@@ -133,12 +162,13 @@ def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterizat
     return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
 
 
-def build_decoder(z_0, gamma_0, vocab_size, *, event_ndims=None, where="DiscretizedGaussianDecoder"):
-    """Returns ``(args, logits, event_ndims)`` of the discretized decoder."""
+def build_decoder(z_0, gamma_0, vocab_size, *, event_ndims=None, validate_args=False,
+                  where="DiscretizedGaussianDecoder"):
+    """Returns ``(args, vocab_size, log_probs, event_ndims)`` of the discretized decoder."""
     vocab_size = check_positive_int(where, "vocab_size", vocab_size, minimum=2)
     args = _floats(where, z_0=z_0, gamma_0=gamma_0)
     _check_gammas(where, args, "z_0", "gamma_0")
-    args = _check_values(where, False, args)
+    args = _check_values(where, validate_args, args)
     logits = core.decoder_logits(args["z_0"], args["gamma_0"], vocab_size)
     return args, vocab_size, jax.nn.log_softmax(logits), event_ndims_for(where, args["z_0"].shape, event_ndims)
 

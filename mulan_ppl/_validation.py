@@ -5,8 +5,9 @@ Three tiers (see DESIGN.md §5):
 * static facts — shapes, ranks, dtypes, Python hyper-parameters — are checked always, at construction or trace
   time, and raise :class:`ValueError` (or :class:`TypeError` for a wrong type) naming the public call and the argument;
 * data values — integers outside ``[0, V)``, NaN — are checked eagerly when the array is concrete;
-* under ``jit`` the same value checks run only with ``validate_args=True``, through :func:`equinox.error_if`, which
-  raises ``equinox.EquinoxRuntimeError`` (a subclass of ``RuntimeError``) when the compiled function runs.
+* under ``jit`` the same value checks run only with ``validate_args=True``, through :func:`equinox.error_if`. The
+  error comes when the compiled function runs: ``equinox.EquinoxRuntimeError`` under ``equinox.filter_jit`` (the
+  readable form), ``jax.errors.JaxRuntimeError`` (or a ``ValueError`` carrying the same message) under ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def check_integer_data(where: str, name: str, x, vocab_size: int, *, validate_ar
     """Checks integer data lies in ``[0, vocab_size)``.
 
     Eager for concrete input (``ValueError``); under tracing only when ``validate_args`` is true, through
-    :func:`equinox.error_if`, which raises ``equinox.EquinoxRuntimeError`` at run time. Returns ``x`` (use the
+    :func:`equinox.error_if`, which raises at run time (module docstring). Returns ``x`` (use the
     returned array, so the traced check is not dropped).
     """
     x = jnp.asarray(x)
@@ -131,8 +132,10 @@ def check_integer_data(where: str, name: str, x, vocab_size: int, *, validate_ar
         raise TypeError(f"`{where}`: `{name}` must be integer pixel values; got dtype {x.dtype}.")
     if is_concrete(x):
         xs = np.asarray(x)
-        bad = ~np.isfinite(xs) | (xs < 0) | (xs >= vocab_size) | (xs != np.round(xs))
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(xs) | (xs < 0) | (xs >= vocab_size) | (xs != np.round(xs))
         if bad.any():
+            xs = np.where(np.isfinite(xs), xs, 0)
             raise ValueError(
                 f"`{where}`: `{name}` must hold integers in [0, {vocab_size}); got min={np.nanmin(xs)}, "
                 f"max={np.nanmax(xs)} ({int(bad.sum())} invalid entries)."

@@ -74,6 +74,7 @@ def decoder_logits(z_0: jax.Array, gamma_0: jax.Array, vocab_size: int) -> jax.A
         [[0.5 0.5]]
     """
     centres = encode_integers(jnp.arange(vocab_size), vocab_size).astype(jnp.result_type(z_0, gamma_0))
-    alpha, sigma = stable.alpha_sigma(gamma_0)
+    alpha, sigma = (jnp.broadcast_to(a, jnp.shape(z_0)) for a in stable.alpha_sigma(gamma_0))
+    centres = centres.reshape((1,) * alpha.ndim + (vocab_size,))
     diff = (z_0[..., None] - alpha[..., None] * centres) / sigma[..., None]
     return -0.5 * jnp.square(diff)

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from mulan_ppl.core import stable
-from mulan_ppl.core.parameterization import convert_prediction
+from mulan_ppl._validation import check_one_of
+from mulan_ppl.core.parameterization import PARAMETERIZATIONS, convert_prediction
 
 __all__ = [
     "diag_normal_entropy",
@@ -216,6 +217,7 @@ def per_step_kl(
     Returns:
         The KL per element.
     """
+    check_one_of("per_step_kl", "parameterization", parameterization, PARAMETERIZATIONS)
     if parameterization == "x":
         return per_step_kl_x(gamma_s, gamma_t, x, prediction)
     if eps is None:
@@ -236,7 +238,8 @@ def diag_normal_log_prob(value: jax.Array, loc: jax.Array, log_variance: jax.Arr
     """
     diff = value - loc
     standardized = jnp.where(diff == 0, 0.0, diff * jnp.exp(-0.5 * log_variance))
-    return -0.5 * (_LOG_2PI + log_variance + jnp.square(standardized))
+    log_prob = -0.5 * (_LOG_2PI + log_variance + jnp.square(standardized))
+    return jnp.where(jnp.isneginf(log_variance) & (diff != 0), -jnp.inf, log_prob)
 
 
 def diag_normal_entropy(log_variance: jax.Array) -> jax.Array:
@@ -246,8 +249,10 @@ def diag_normal_entropy(log_variance: jax.Array) -> jax.Array:
 
 def diag_normal_sample(key: jax.Array, loc: jax.Array, log_variance: jax.Array, sample_shape=()) -> jax.Array:
     r"""Reparameterized draws :math:`\mathrm{loc} + e^{\mathrm{log\_variance}/2}\,\varepsilon`, shape ``sample_shape + loc.shape``."""
-    noise = jax.random.normal(key, tuple(sample_shape) + loc.shape, loc.dtype)
-    return loc + jnp.exp(0.5 * log_variance) * noise
+    sample_shape = tuple(sample_shape)
+    noise = jax.random.normal(key, sample_shape + loc.shape, loc.dtype)
+    lead = (1,) * len(sample_shape)
+    return loc.reshape(lead + loc.shape) + jnp.exp(0.5 * log_variance).reshape(lead + loc.shape) * noise
 
 
 _LOG_2PI = 1.8378770664093453

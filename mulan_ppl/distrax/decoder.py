@@ -29,8 +29,8 @@ class DiscretizedGaussianDecoder(distrax.Distribution):
         gamma_0: noise level at t = 0, broadcastable to ``z_0`` (a scalar or of ``z_0``'s rank).
         vocab_size: number of integer levels ``V >= 2`` (256 for 8-bit images).
         event_ndims: trailing event dims, default ``z_0.ndim - 1``.
-        validate_args: check the integer range of ``log_prob``'s values under ``jit`` too (raising
-            ``equinox.EquinoxRuntimeError`` at run time); concrete values are always checked.
+        validate_args: check the integer range of ``log_prob``'s values under ``jit`` too (raising at run time; see
+            :mod:`mulan_ppl._validation`); concrete values are always checked.
 
     Raises:
         ValueError: ``vocab_size < 2``; ``gamma_0`` does not broadcast to ``z_0``; ``log_prob`` of integers outside
@@ -46,7 +46,7 @@ class DiscretizedGaussianDecoder(distrax.Distribution):
                  validate_args: bool = False):
         super().__init__()
         args, self._vocab_size, self._log_probs, self._event_ndims = dp.build_decoder(
-            z_0, gamma_0, vocab_size, event_ndims=event_ndims
+            z_0, gamma_0, vocab_size, event_ndims=event_ndims, validate_args=validate_args
         )
         self._args = args
         self._validate_args = validate_args

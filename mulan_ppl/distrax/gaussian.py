@@ -27,6 +27,16 @@ class _DiffusionGaussian(distrax.Distribution):
 
     _params: dp.GaussianParams
 
+    def _set_params(self, params: dp.GaussianParams) -> None:
+        distrax.Distribution.__init__(self)
+        self._params = params
+
+    def __getattr__(self, name: str):
+        """The constructor's array arguments (``x``, ``z_t``, ``gamma_s``, ...) are readable by name."""
+        if not name.startswith("_") and name in self.__dict__.get("_params", dp.GaussianParams({}, None, None, 0)).args:
+            return self._params.args[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def loc(self) -> jax.Array:
         """Mean, shape ``batch_shape + event_shape``."""
@@ -97,7 +107,8 @@ class ForwardMarginal(_DiffusionGaussian):
         x: data in the continuous scale, shape ``(B, *event)``.
         gamma: noise level, a scalar or an array of ``x``'s rank with each dimension equal to ``x``'s or 1.
         event_ndims: number of trailing event dims (keyword-only); defaults to ``x.ndim - 1``.
-        validate_args: check values (NaN) under ``jit`` too, raising ``equinox.EquinoxRuntimeError`` at run time;
+        validate_args: check values (NaN) under ``jit`` too, raising at run time (``equinox.EquinoxRuntimeError``
+            under ``equinox.filter_jit``, ``jax.errors.JaxRuntimeError`` under ``jax.jit``);
             concrete inputs are always checked.
 
     Raises:
@@ -110,16 +121,7 @@ class ForwardMarginal(_DiffusionGaussian):
     """
 
     def __init__(self, x, gamma, *, event_ndims: int | None = None, validate_args: bool = False):
-        super().__init__()
-        self._params = dp.build_forward_marginal(x, gamma, event_ndims=event_ndims, validate_args=validate_args)
-
-    @property
-    def x(self) -> jax.Array:
-        return self._params.args["x"]
-
-    @property
-    def gamma(self) -> jax.Array:
-        return self._params.args["gamma"]
+        self._set_params(dp.build_forward_marginal(x, gamma, event_ndims=event_ndims, validate_args=validate_args))
 
     def __getitem__(self, index) -> ForwardMarginal:
         return ForwardMarginal(**self._indexed_args(index), event_ndims=self._params.event_ndims)
@@ -148,10 +150,9 @@ class ForwardTransition(_DiffusionGaussian):
     """
 
     def __init__(self, z_s, gamma_s, gamma_t, *, event_ndims: int | None = None, validate_args: bool = False):
-        super().__init__()
-        self._params = dp.build_forward_transition(
+        self._set_params(dp.build_forward_transition(
             z_s, gamma_s, gamma_t, event_ndims=event_ndims, validate_args=validate_args
-        )
+        ))
 
     def __getitem__(self, index) -> ForwardTransition:
         return ForwardTransition(**self._indexed_args(index), event_ndims=self._params.event_ndims)
@@ -191,17 +192,21 @@ class TopDownPosterior(_DiffusionGaussian):
 
     def __init__(self, z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims: int | None = None,
                  validate_args: bool = False):
-        super().__init__()
-        self._params = dp.build_top_down_posterior(
+        self._set_params(dp.build_top_down_posterior(
             z_t, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims, validate_args=validate_args
-        )
+        ))
 
     @classmethod
-    def from_noise(cls, x, eps, gamma_s, gamma_t, *, event_ndims: int | None = None) -> TopDownPosterior:
-        r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``."""
-        x = jnp.asarray(x)
-        alpha, sigma = core.alpha_sigma(jnp.asarray(gamma_t, x.dtype))
-        return cls(alpha * x + sigma * eps, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims)
+    def from_noise(cls, x, eps, gamma_s, gamma_t, *, event_ndims: int | None = None,
+                   validate_args: bool = False) -> TopDownPosterior:
+        r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``.
+
+        ``x``, ``eps`` and the noise levels are validated (shapes, NaN) before ``z_t`` is formed.
+        """
+        self = cls.__new__(cls)
+        self._set_params(dp.build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, event_ndims=event_ndims,
+                                                                validate_args=validate_args))
+        return self
 
     def __getitem__(self, index) -> TopDownPosterior:
         return TopDownPosterior(**self._indexed_args(index), event_ndims=self._params.event_ndims)
@@ -238,16 +243,15 @@ class ReverseTransition(_DiffusionGaussian):
 
     def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, log_variance=None, event_ndims: int | None = None,
                  validate_args: bool = False):
-        self._init(z_t, x_hat, gamma_s, gamma_t, "x", log_variance, event_ndims, validate_args)
+        self._init(z_t, x_hat, gamma_s, gamma_t, "x", log_variance, event_ndims, validate_args, "x_hat")
 
     def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, log_variance, event_ndims,
-              validate_args):
-        super().__init__()
+              validate_args, prediction_name="prediction"):
         self._parameterization = parameterization
-        self._params = dp.build_reverse_transition(
+        self._set_params(dp.build_reverse_transition(
             z_t, prediction, gamma_s, gamma_t, parameterization=parameterization, log_variance=log_variance,
-            event_ndims=event_ndims, validate_args=validate_args,
-        )
+            event_ndims=event_ndims, validate_args=validate_args, prediction_name=prediction_name,
+        ))
 
     @classmethod
     def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str, log_variance=None,
@@ -263,10 +267,6 @@ class ReverseTransition(_DiffusionGaussian):
         return self._parameterization
 
     @property
-    def prediction(self) -> jax.Array:
-        return self._params.args["prediction"]
-
-    @property
     def x_hat(self) -> jax.Array:
         a = self._params.args
         return core.convert_prediction(a["prediction"], a["z_t"], a["gamma_t"], source=self._parameterization,
@@ -276,7 +276,7 @@ class ReverseTransition(_DiffusionGaussian):
         a = self._indexed_args(index)
         return ReverseTransition.from_prediction(
             a["z_t"], a["prediction"], a["gamma_s"], a["gamma_t"], parameterization=self._parameterization,
-            event_ndims=self._params.event_ndims,
+            log_variance=a["log_variance"], event_ndims=self._params.event_ndims,
         )
 
 

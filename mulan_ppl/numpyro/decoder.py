@@ -40,13 +40,17 @@ class DiscretizedGaussianDecoder(Distribution):
     def __init__(self, z_0, gamma_0, vocab_size: int, *, event_ndims: int | None = None,
                  validate_args: bool = False):
         args, self.vocab_size, self.log_probs, self._event_ndims = dp.build_decoder(
-            z_0, gamma_0, vocab_size, event_ndims=event_ndims
+            z_0, gamma_0, vocab_size, event_ndims=event_ndims, validate_args=validate_args
         )
         self.z_0, self.gamma_0 = args["z_0"], args["gamma_0"]
         self._check_values = validate_args
         shape = self.log_probs.shape[:-1]
         split = len(shape) - self._event_ndims
         super().__init__(batch_shape=shape[:split], event_shape=shape[split:], validate_args=None)
+
+    @classmethod
+    def infer_shapes(cls, *args, **kwargs):
+        return dp.infer_shapes(cls.__init__, *args, **kwargs)
 
     @constraints.dependent_property(is_discrete=True)
     def support(self):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions import Distribution, Independent, Normal, constraints
+from numpyro.distributions import Distribution, ExpandedDistribution, Independent, Normal, constraints
 from numpyro.distributions.kl import kl_divergence
 
 from mulan_ppl import _diffusion_params as dp
@@ -23,7 +23,7 @@ class _DiffusionGaussian(Distribution):
     pytree_data_fields = ("_params",)
     _params: dp.GaussianParams
 
-    def _setup(self, params: dp.GaussianParams, validate_args) -> None:
+    def _set_params(self, params: dp.GaussianParams) -> None:
         self._params = params
         for name, value in params.args.items():
             if name != "log_variance":  # exposed by the property of the same name
@@ -71,10 +71,8 @@ class _DiffusionGaussian(Distribution):
         return dp.sum_event(core.diag_normal_entropy(self.log_variance), self._params.event_ndims)
 
     @classmethod
-    def infer_shapes(cls, *arg_shapes, event_ndims: int | None = None, **kwargs):
-        shape = tuple(np.broadcast_shapes(*[s for s in arg_shapes if s is not None]))
-        ndims = len(shape) - 1 if event_ndims is None else event_ndims
-        return shape[: len(shape) - ndims], shape[len(shape) - ndims:]
+    def infer_shapes(cls, *args, **kwargs):
+        return dp.infer_shapes(cls.__init__, *args, **kwargs)
 
 
 class ForwardMarginal(_DiffusionGaussian):
@@ -100,8 +98,7 @@ class ForwardMarginal(_DiffusionGaussian):
     reparametrized_params = ["x", "gamma"]
 
     def __init__(self, x, gamma, *, event_ndims: int | None = None, validate_args: bool = False):
-        self._setup(dp.build_forward_marginal(x, gamma, event_ndims=event_ndims, validate_args=validate_args),
-                    validate_args)
+        self._set_params(dp.build_forward_marginal(x, gamma, event_ndims=event_ndims, validate_args=validate_args))
 
 
 class ForwardTransition(_DiffusionGaussian):
@@ -120,8 +117,8 @@ class ForwardTransition(_DiffusionGaussian):
     reparametrized_params = ["z_s", "gamma_s", "gamma_t"]
 
     def __init__(self, z_s, gamma_s, gamma_t, *, event_ndims: int | None = None, validate_args: bool = False):
-        self._setup(dp.build_forward_transition(z_s, gamma_s, gamma_t, event_ndims=event_ndims,
-                                                validate_args=validate_args), validate_args)
+        self._set_params(dp.build_forward_transition(z_s, gamma_s, gamma_t, event_ndims=event_ndims,
+                                                validate_args=validate_args))
 
 
 class TopDownPosterior(_DiffusionGaussian):
@@ -144,15 +141,20 @@ class TopDownPosterior(_DiffusionGaussian):
 
     def __init__(self, z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims: int | None = None,
                  validate_args: bool = False):
-        self._setup(dp.build_top_down_posterior(z_t, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims,
-                                                validate_args=validate_args), validate_args)
+        self._set_params(dp.build_top_down_posterior(z_t, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims,
+                                                validate_args=validate_args))
 
     @classmethod
-    def from_noise(cls, x, eps, gamma_s, gamma_t, *, event_ndims: int | None = None) -> TopDownPosterior:
-        r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``."""
-        x = jnp.asarray(x)
-        alpha, sigma = core.alpha_sigma(jnp.asarray(gamma_t, x.dtype))
-        return cls(alpha * x + sigma * eps, x, gamma_s, gamma_t, eps=eps, event_ndims=event_ndims)
+    def from_noise(cls, x, eps, gamma_s, gamma_t, *, event_ndims: int | None = None,
+                   validate_args: bool = False) -> TopDownPosterior:
+        r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``.
+
+        ``x``, ``eps`` and the noise levels are validated (shapes, NaN) before ``z_t`` is formed.
+        """
+        self = cls.__new__(cls)
+        self._set_params(dp.build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, event_ndims=event_ndims,
+                                                                validate_args=validate_args))
+        return self
 
 
 class ReverseTransition(_DiffusionGaussian):
@@ -179,15 +181,15 @@ class ReverseTransition(_DiffusionGaussian):
 
     def __init__(self, z_t, x_hat, gamma_s, gamma_t, *, log_variance=None, event_ndims: int | None = None,
                  validate_args: bool = False):
-        self._init(z_t, x_hat, gamma_s, gamma_t, "x", log_variance, event_ndims, validate_args)
+        self._init(z_t, x_hat, gamma_s, gamma_t, "x", log_variance, event_ndims, validate_args, "x_hat")
 
     def _init(self, z_t, prediction, gamma_s, gamma_t, parameterization, log_variance, event_ndims,
-              validate_args):
+              validate_args, prediction_name="prediction"):
         self.parameterization = parameterization
-        self._setup(dp.build_reverse_transition(z_t, prediction, gamma_s, gamma_t,
+        self._set_params(dp.build_reverse_transition(z_t, prediction, gamma_s, gamma_t,
                                                 parameterization=parameterization, log_variance=log_variance,
-                                                event_ndims=event_ndims, validate_args=validate_args),
-                    validate_args)
+                                                event_ndims=event_ndims, validate_args=validate_args,
+                                                prediction_name=prediction_name))
 
     @classmethod
     def from_prediction(cls, z_t, prediction, gamma_s, gamma_t, *, parameterization: str, log_variance=None,
@@ -221,6 +223,9 @@ def _kl_to_normal(q, p):
 
 @kl_divergence.register(_DiffusionGaussian, Independent)
 def _kl_to_independent_normal(q, p):
-    if not isinstance(p.base_dist, Normal):
-        raise NotImplementedError(f"KL to Independent({type(p.base_dist).__name__}) is not registered.")
-    return dp.kl_to_normal(q._params, p.base_dist.loc, p.base_dist.scale, p.reinterpreted_batch_ndims)
+    base = p.base_dist
+    if isinstance(base, ExpandedDistribution):  # Normal(0, 1).expand(shape).to_event(n), the usual prior
+        base = base.base_dist
+    if not isinstance(base, Normal):
+        raise NotImplementedError(f"KL to Independent({type(base).__name__}) is not registered.")
+    return dp.kl_to_normal(q._params, base.loc, base.scale, p.reinterpreted_batch_ndims)

@@ -119,14 +119,14 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------------- state
     def init_state(self) -> TrainState:
         """The initial state (step 0, EMA equal to the parameters), replicated over the mesh."""
-        params = self._initial_params
+        params = jax.tree.map(jnp.copy, self._initial_params)  # fresh buffers: the step donates its input
         state = TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params),
                            jax.tree.map(jnp.copy, params))
         return jax.device_put(state, self.replicated)
 
     def model(self, params: nnx.State, *, train: bool = False) -> nnx.Module:
         """The model with ``params`` merged in, in train (dropout on) or eval mode."""
-        model = nnx.merge(self.graphdef, params, self.rest)
+        model = nnx.merge(self.graphdef, params, self.rest, copy=True)
         model.train() if train else model.eval()
         return model
 

@@ -47,7 +47,8 @@ def ref_log1mexp(x):
 
 
 def ref_transition_variance(gs, gt):
-    """sigma_t**2 - (alpha_t**2 / alpha_s**2) sigma_s**2, the definition (a difference; fine in float64 away from s=t)."""
+    """sigma_t**2 - (alpha_t**2 / alpha_s**2) sigma_s**2, the definition (a difference: fine in float64 away from
+    s = t)."""
     return ref_sigma_sq(gt) - ref_alpha_sq(gt) / ref_alpha_sq(gs) * ref_sigma_sq(gs)
 
 
