@@ -2,7 +2,8 @@
 
 Modules: :mod:`~mulan_ppl.core.stable` (stable primitives), :mod:`~mulan_ppl.core.gaussian` (diffusion algebra),
 :mod:`~mulan_ppl.core.parameterization` (eps / v / x / score), :mod:`~mulan_ppl.core.decoder` (integer data and the
-discretized decoder).
+discretized decoder), :mod:`~mulan_ppl.core.khot` (the k-subset family: normaliser, marginals, exact sampling, KLs,
+perturb-and-MAP noise).
 """
 
 from mulan_ppl.core.decoder import decode_integers, decoder_logits, default_gamma_min, encode_integers
@@ -17,6 +18,28 @@ from mulan_ppl.core.gaussian import (
     per_step_kl_x,
     top_down_posterior,
     top_down_posterior_coefficients,
+)
+from mulan_ppl.core.khot import (
+    KHOT_GRADIENTS,
+    MAX_ENUMERATE_CATEGORIES,
+    PERTURBATION_NOISES,
+    PERTURBED_TOP_K_GRADIENTS,
+    categorical_surrogate_kl,
+    enumerate_khot,
+    kl_khot_khot,
+    kl_khot_uniform,
+    kl_uniform_khot,
+    khot_entropy,
+    khot_log_normalizer,
+    khot_log_prob,
+    khot_marginals,
+    khot_mode,
+    khot_sample,
+    log_num_khot,
+    perturbed_top_k,
+    sum_of_gamma_noise,
+    top_k_mask,
+    uniform_khot_sample,
 )
 from mulan_ppl.core.parameterization import DENOISER_TARGETS, PARAMETERIZATIONS, convert_prediction, score_from_eps
 from mulan_ppl.core.stable import (
@@ -33,30 +56,50 @@ from mulan_ppl.core.stable import (
 
 __all__ = [
     "DENOISER_TARGETS",
+    "KHOT_GRADIENTS",
+    "MAX_ENUMERATE_CATEGORIES",
     "PARAMETERIZATIONS",
+    "PERTURBATION_NOISES",
+    "PERTURBED_TOP_K_GRADIENTS",
     "alpha_sigma",
+    "categorical_surrogate_kl",
     "convert_prediction",
     "decode_integers",
+    "decoder_logits",
+    "default_gamma_min",
     "diag_normal_entropy",
     "diag_normal_log_prob",
     "diag_normal_sample",
-    "decoder_logits",
-    "default_gamma_min",
     "encode_integers",
+    "enumerate_khot",
     "forward_marginal",
     "forward_transition",
     "gaussian_kl",
+    "khot_entropy",
+    "khot_log_normalizer",
+    "khot_log_prob",
+    "khot_marginals",
+    "khot_mode",
+    "khot_sample",
+    "kl_khot_khot",
+    "kl_khot_uniform",
+    "kl_uniform_khot",
     "log1mexp",
     "log_alpha_sq",
+    "log_num_khot",
     "log_sigma_sq",
     "log_transition_variance",
     "per_step_kl",
     "per_step_kl_eps",
     "per_step_kl_x",
+    "perturbed_top_k",
     "score_from_eps",
     "snr",
     "snr_ratio_minus_one",
+    "sum_of_gamma_noise",
     "top_down_posterior",
     "top_down_posterior_coefficients",
+    "top_k_mask",
     "transition_variance",
+    "uniform_khot_sample",
 ]

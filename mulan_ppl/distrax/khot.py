@@ -284,6 +284,14 @@ class PerturbedTopK(distrax.Distribution):
             "use `KHot` for an exact log-probability."
         )
 
+    def surrogate_kl(self) -> jax.Array:
+        """The paper's categorical surrogate of the KL to the uniform k-subset prior (not a KL), shape ``batch``.
+
+        :class:`~mulan_ppl.hvae.TopDownDiffusion` reports it as ``latent_surrogate``; see
+        :func:`mulan_ppl.core.categorical_surrogate_kl`.
+        """
+        return core_khot.categorical_surrogate_kl(self._logits)
+
     def mode(self) -> jax.Array:
         """The indicator of the k largest logits."""
         return core_khot.khot_mode(self._logits, self._k)

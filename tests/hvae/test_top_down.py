@@ -254,3 +254,22 @@ def test_chi2_sanity_of_stratified_times():
     keys = jax.random.split(jax.random.key(5), 2000)
     first = np.asarray(jax.vmap(lambda k: sample_times(k, 4)[1])(keys))
     assert stats.kstest(first, "uniform").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("latent, term", [("khot", "latent"), ("perturbed_topk", "latent_surrogate")])
+def test_khot_latents_report_the_exact_kl_or_the_named_surrogate(latent, term):
+    from mulan_ppl.core import categorical_surrogate_kl, kl_khot_uniform
+    from mulan_ppl.models import MuLAN
+
+    model = MuLAN((4, 4, 1), vocab_size=5, channels=8, num_blocks=1, attention=False, num_categories=6, k=2,
+                  latent=latent, head="low_rank", head_width=8, head_rank=2, encoder_channels=8, encoder_blocks=1,
+                  rngs=nnx.Rngs(0))
+    encoder = model.latent_posterior.encoder
+    encoder_out = jax.random.normal(jax.random.key(3), (2, 6))
+    model.latent_posterior.encoder = lambda f: encoder_out  # noqa: E731 (fixed logits: a known latent term)
+    terms = model.elbo_terms(jnp.zeros((2, 4, 4, 1), jnp.int32), jax.random.key(0))
+    other = {"latent", "latent_surrogate"} - {term}
+    assert term in terms and not other & set(terms)
+    expected = kl_khot_uniform(encoder_out, 2) if latent == "khot" else categorical_surrogate_kl(encoder_out)
+    np.testing.assert_allclose(terms[term], expected, rtol=1e-5)
+    assert encoder is not None
