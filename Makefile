@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## make test: create .venv, install the package with its test extras, run the fast tests (no `slow` marker).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=15
 
 ## make test-slow: the tests marked `slow` (fresh interpreters, long statistics); .ci/run calls it after `make test`.
 test-slow: $(STAMP)

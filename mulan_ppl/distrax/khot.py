@@ -191,8 +191,8 @@ class PerturbedTopK(distrax.Distribution):
     r"""Perturb-and-MAP k-hot sampler :math:`c = \mathrm{topk}(\theta + \varepsilon)` (MuLAN's reference sampler).
 
     Mathematical details:
-        :math:`\varepsilon` is sum-of-gamma noise SoG(k, τ, s) of MuLAN's eq. 71 (``noise="sum_of_gamma"``,
-        approximately the k-subset family with logits θ/τ), τ·Gumbel (``"gumbel"``: weighted sampling without
+        :math:`\varepsilon` is sum-of-gamma noise SoG(k, τ, s) of MuLAN's eq. 71 (``noise="sum_of_gamma"``; for
+        k >= 2 its top-k is not the k-subset family of θ/τ), τ·Gumbel (``"gumbel"``: weighted sampling without
         replacement, a different distribution), or the reference code's Gamma scale i/k
         (``"sum_of_gamma_reference"``, about 14× less noise at τ = 10; only for reproducing its runs). See
         :func:`mulan_ppl.core.perturbed_top_k`.

@@ -9,7 +9,7 @@ import importlib
 
 from mulan_ppl.numpyro.decoder import DiscretizedGaussianDecoder
 from mulan_ppl.numpyro.gaussian import ForwardMarginal, ForwardTransition, ReverseTransition, TopDownPosterior
-from mulan_ppl.numpyro.khot import KHot, PerturbedTopK, UniformKHot
+from mulan_ppl.numpyro.khot import KHot, KHotConstraint, PerturbedTopK, UniformKHot
 from mulan_ppl.numpyro.programs import DiffusionPrograms, ReverseChain
 
 # The distribution classes shared with mulan_ppl.distrax (same names, same arguments).
@@ -23,7 +23,7 @@ DISTRIBUTIONS = (
     "TopDownPosterior",
     "UniformKHot",
 )
-__all__ = [*DISTRIBUTIONS, "DiffusionELBO", "DiffusionPrograms", "ReverseChain"]
+__all__ = [*DISTRIBUTIONS, "DiffusionELBO", "DiffusionPrograms", "KHotConstraint", "ReverseChain"]
 
 _LAZY = {"DiffusionELBO": "mulan_ppl.numpyro.elbo"}
 

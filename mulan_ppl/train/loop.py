@@ -142,7 +142,7 @@ def train(config: RunConfig, workdir: str | pathlib.Path, *, resume: bool = Fals
     base_key = jax.random.key(train_cfg.seed)
     last = train_cfg.num_steps if stop_after is None else min(train_cfg.num_steps, stop_after)
     bar = tqdm(total=train_cfg.num_steps, initial=step, desc="train", disable=not progress, unit="step")
-    start = time.perf_counter()
+    start, first_step = time.perf_counter(), step
     while step < last:
         count = min(train_cfg.steps_per_call, last - step)
         batches = np.stack([get_batch(dataset.train, train_cfg.batch_size, seed=train_cfg.seed, step=step + j)
@@ -157,7 +157,7 @@ def train(config: RunConfig, workdir: str | pathlib.Path, *, resume: bool = Fals
         previous, step = step, step + count
         bar.update(count)
         bar.set_postfix(bpd=f"{float(metrics['bpd'][-1]):.3f}",
-                        steps_per_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}")
+                        steps_per_s=f"{(step - first_step) / max(time.perf_counter() - start, 1e-9):.2f}")
         if step // train_cfg.checkpoint_every > previous // train_cfg.checkpoint_every or step == last:
             checkpointer.save(step, state)
     bar.close()

@@ -165,7 +165,7 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         decay = ema_decay_at(state.step, self.config.ema_decay)
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         return TrainState(state.step + 1, params, opt_state, ema), metrics
 
     def _steps(self, state: TrainState, batches, base_key):
