@@ -24,7 +24,7 @@ test: $(STAMP)
 
 ## make test-slow: the tests marked `slow` (fresh interpreters, long statistics); .ci/run calls it after `make test`.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow -o addopts="-ra"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -n 2 -q -m slow -o addopts="-ra" --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; exit 0; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .jax_cache .pytest_cache
