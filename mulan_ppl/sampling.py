@@ -1,33 +1,29 @@
-"""Samplers of the generative chain.
+"""Samplers of the generative model.
 
 :func:`ancestral_sample` runs the T-step top-down chain :math:`z_1 \\to z_{(T-1)/T} \\to \\dots \\to z_0` with the
-reverse transitions :class:`~mulan_ppl.distrax.ReverseTransition` (any parameterization, context given).
+reverse transitions :class:`~mulan_ppl.distrax.ReverseTransition` (any parameterization, context given);
+:func:`ode_sample` integrates the probability-flow ODE from :math:`z_1` to :math:`z_0` with an adaptive solver.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from mulan_ppl._validation import as_float_array, check_one_of, check_positive_int
-from mulan_ppl.core import DENOISER_TARGETS
+from mulan_ppl._ode import make_drift, pure_callable, solve_probability_flow
+from mulan_ppl._validation import (
+    as_float_array,
+    check_key,
+    check_one_of,
+    check_positive_int,
+    check_shape_tuple,
+    check_values,
+)
+from mulan_ppl.core import DENOISER_TARGETS, PARAMETERIZATIONS
 from mulan_ppl.distrax import ReverseTransition
 from mulan_ppl.schedules import evaluate_schedule
 
-__all__ = ["ancestral_sample", "pure_callable"]
-
-
-def pure_callable(fn):
-    """Returns ``fn`` as a function safe to call inside ``jax.lax`` loops.
-
-    An ``nnx.Module`` is split once into its graph and state and merged inside each call, so no module state is
-    shared across JAX trace levels; any other callable is returned unchanged.
-    """
-    if isinstance(fn, nnx.Module):
-        graphdef, state = nnx.split(fn)
-        return lambda *args: nnx.merge(graphdef, state)(*args)
-    return fn
+__all__ = ["ancestral_sample", "ode_sample", "pure_callable"]
 
 
 def ancestral_sample(
@@ -69,11 +65,10 @@ def ancestral_sample(
         >>> print(z0.shape)
         (2, 3)
     """
+    check_key("ancestral_sample", key)
     num_steps = check_positive_int("ancestral_sample", "num_steps", num_steps)
     check_one_of("ancestral_sample", "parameterization", parameterization, DENOISER_TARGETS)
-    shape = tuple(shape)
-    if len(shape) < 1:
-        raise ValueError(f"`ancestral_sample`: `shape` must be (batch, *event); got {shape}.")
+    shape = check_shape_tuple("ancestral_sample", "shape", shape, min_ndim=1)
     batch, event_shape = shape[0], shape[1:]
     init_key, loop_key = jax.random.split(key)
     if z_1 is None:
@@ -82,6 +77,7 @@ def ancestral_sample(
         z_1 = as_float_array(z_1, "z_1", "ancestral_sample")
         if z_1.shape != shape:
             raise ValueError(f"`ancestral_sample`: `z_1` must have shape {shape}; got {z_1.shape}.")
+        check_values("ancestral_sample", z_1=z_1)
     gamma_fn, denoiser = pure_callable(gamma_fn), pure_callable(denoiser)
 
     def step(j, z_t):
@@ -95,3 +91,61 @@ def ancestral_sample(
         return p.sample(seed=jax.random.fold_in(loop_key, i))
 
     return jax.lax.fori_loop(0, num_steps, step, z_1)
+
+
+def ode_sample(
+    key: jax.Array,
+    gamma_fn,
+    denoiser,
+    *,
+    shape: tuple[int, ...],
+    parameterization: str = "eps",
+    context=None,
+    z_1: jax.Array | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    solver: str = "tsit5",
+    max_steps: int = 4096,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Draws :math:`z_0` by integrating the probability-flow ODE from :math:`z_1 \sim \mathcal N(0, I)` to ``t = 0``.
+
+    Mathematical details:
+        :math:`dz/dt = h(z, t)` with the drift of :func:`~mulan_ppl.core.probability_flow_drift`, integrated
+        backwards in time by :func:`~mulan_ppl.likelihood.solve_probability_flow` (adaptive Tsit5 or Dopri5, the
+        tolerances held per example). With the exact denoiser the output has the law of :math:`q(z_0)`; the map
+        :math:`z_1 \mapsto z_0` is deterministic, so all randomness is in :math:`z_1` (and the context).
+
+    Args:
+        key: typed PRNG key (for :math:`z_1`).
+        gamma_fn: schedule ``gamma_fn(t, context)``.
+        denoiser: ``denoiser(z_t, t, gamma_t, context)`` returning the ``parameterization`` prediction
+            (deterministic: evaluation mode).
+        shape: ``(B, *event)`` of the samples.
+        parameterization: ``"eps"``, ``"v"``, ``"x"`` or ``"score"``.
+        context: auxiliary latent for every sample (shape ``(B, ...)``), or ``None``.
+        z_1: optional starting latent of shape ``shape``.
+        rtol, atol, solver, max_steps: as :func:`~mulan_ppl.likelihood.ode_log_likelihood`.
+
+    Returns:
+        ``(z_0, nfe)``: shape ``shape`` and the number of drift evaluations.
+
+    Example:
+        >>> from mulan_ppl.schedules import FixedLinear
+        >>> z0, nfe = ode_sample(jax.random.key(0), FixedLinear(), lambda z, t, g, c: jnp.zeros_like(z),
+        ...                      shape=(2, 3))
+        >>> print(z0.shape)
+        (2, 3)
+    """
+    check_key("ode_sample", key)
+    check_one_of("ode_sample", "parameterization", parameterization, PARAMETERIZATIONS)
+    shape = check_shape_tuple("ode_sample", "shape", shape, min_ndim=2)
+    if z_1 is None:
+        z_1 = jax.random.normal(key, shape, jnp.result_type(float))
+    else:
+        z_1 = as_float_array(z_1, "z_1", "ode_sample")
+        if z_1.shape != shape:
+            raise ValueError(f"`ode_sample`: `z_1` must have shape {shape}; got {z_1.shape}.")
+        check_values("ode_sample", z_1=z_1)
+    drift = make_drift(gamma_fn, denoiser, context, shape[1:], parameterization)
+    return solve_probability_flow(drift, z_1, t0=1.0, t1=0.0, rtol=rtol, atol=atol, solver=solver,
+                                  max_steps=max_steps)

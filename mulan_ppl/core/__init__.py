@@ -2,11 +2,19 @@
 
 Modules: :mod:`~mulan_ppl.core.stable` (stable primitives), :mod:`~mulan_ppl.core.gaussian` (diffusion algebra),
 :mod:`~mulan_ppl.core.parameterization` (eps / v / x / score), :mod:`~mulan_ppl.core.decoder` (integer data and the
-discretized decoder), :mod:`~mulan_ppl.core.khot` (the k-subset family: normaliser, marginals, exact sampling, KLs,
+discretized decoder), :mod:`~mulan_ppl.core.dequantization` (bin densities), :mod:`~mulan_ppl.core.flow` (the
+probability-flow ODE), :mod:`~mulan_ppl.core.khot` (the k-subset family: normaliser, marginals, exact sampling, KLs,
 perturb-and-MAP noise).
 """
 
 from mulan_ppl.core.decoder import decode_integers, decoder_logits, default_gamma_min, encode_integers
+from mulan_ppl.core.dequantization import (
+    truncated_normal_entropy,
+    truncated_normal_log_normalizer,
+    truncated_normal_log_prob,
+    truncation_bound,
+)
+from mulan_ppl.core.flow import probability_flow_drift
 from mulan_ppl.core.gaussian import (
     diag_normal_entropy,
     diag_normal_log_prob,
@@ -93,6 +101,7 @@ __all__ = [
     "per_step_kl_eps",
     "per_step_kl_x",
     "perturbed_top_k",
+    "probability_flow_drift",
     "score_from_eps",
     "snr",
     "snr_ratio_minus_one",
@@ -101,5 +110,9 @@ __all__ = [
     "top_down_posterior_coefficients",
     "top_k_mask",
     "transition_variance",
+    "truncated_normal_entropy",
+    "truncated_normal_log_normalizer",
+    "truncated_normal_log_prob",
+    "truncation_bound",
     "uniform_khot_sample",
 ]
