@@ -33,7 +33,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cpu-devices", type=int, default=None,
                         help="number of virtual CPU devices (testing data parallelism on one machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group = parser.add_argument_group("multi-process training (one process per host; see the README)")
+    group.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                       help="HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS); starts jax.distributed")
+    group.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"),
+                       help="number of processes (default $JAX_NUM_PROCESSES, else detected from SLURM/Open MPI)")
+    group.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"),
+                       help="this process's index, 0 .. num_processes - 1 (default $JAX_PROCESS_ID, else detected)")
     return parser.parse_args(argv)
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return None if value in (None, "") else int(value)
+
+
+def _start_distributed(args, jax) -> None:
+    """Joins the multi-process run named by the flags (or a SLURM job); nothing for a single process."""
+    if args.coordinator is None and args.num_processes is None and not os.environ.get("SLURM_JOB_ID"):
+        return
+    # Collectives between the CPU devices of different processes (GPUs use NCCL). JAX 0.10 defaults to gloo too.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+    if jax.default_backend() == "cpu":
+        # Gloo gives up when the processes reach a collective more than 30 s apart, and JAX's persistent
+        # compilation cache serves only process 0: with it, process 0 would start a step while the others compile.
+        jax.config.update("jax_enable_compilation_cache", False)
 
 
 def main(argv=None) -> int:
@@ -42,8 +68,7 @@ def main(argv=None) -> int:
 
     if args.cpu_devices is not None:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_JOB_ID"):
-        jax.distributed.initialize()
+    _start_distributed(args, jax)
 
     from presets import preset
 

@@ -10,7 +10,7 @@ from mulan_ppl.train.baselines import all_baselines, format_bpd_table, histogram
 from mulan_ppl.train.checkpoint import CheckpointError, Checkpointer
 from mulan_ppl.train.config import ModelConfig, RunConfig, TrainConfig, load_run_config, save_run_config
 from mulan_ppl.train.data import DataSource, DatasetNotPreparedError, eval_batches, get_batch, load_dataset
-from mulan_ppl.train.evaluate import BpdEstimate, evaluate_split, vlb_bpd_fn
+from mulan_ppl.train.evaluate import BpdEstimate, evaluate_split, ode_bpd_fn, vlb_bpd_fn
 from mulan_ppl.train.loop import NonFiniteLossError, evaluate_run, restore_run, train
 from mulan_ppl.train.plots import save_sample_grid, save_snr_curves
 from mulan_ppl.train.step import TrainState, Trainer, ema_decay_at, make_mesh, make_optimizer
@@ -39,6 +39,7 @@ __all__ = [
     "load_run_config",
     "make_mesh",
     "make_optimizer",
+    "ode_bpd_fn",
     "restore_run",
     "save_run_config",
     "save_sample_grid",

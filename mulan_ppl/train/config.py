@@ -40,6 +40,11 @@ class ModelConfig:
         bf16: bfloat16 computation in the networks (training speed on accelerators; evaluation of a bf16 model
             still runs the ELBO algebra in float32).
         remat: gradient checkpointing of the UNet blocks (memory of the paper-size model).
+
+    Example:
+        >>> config = ModelConfig(kind="vdm", event_shape=(8, 8, 1), vocab_size=17, schedule="fixed_linear")
+        >>> config.parameterization, dataclasses.replace(config, channels=16).channels
+        ('v', 16)
     """
 
     kind: str = "mulan"
@@ -86,6 +91,11 @@ class TrainConfig:
         seed: the run's seed; every key is derived from it and the step.
         checkpoint_every, keep_checkpoints, log_every: bookkeeping.
         eval_batch_size, eval_steps: evaluation batch and the discrete bound's T (the paper reports T = 128).
+
+    Example:
+        >>> config = TrainConfig(dataset="digits", batch_size=64, num_steps=700)
+        >>> config.learning_rate, config.eval_steps
+        (0.0002, 128)
     """
 
     dataset: str = "cifar10"
@@ -110,7 +120,13 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A model and its training, as stored in ``config.json``."""
+    """A model and its training, as stored in ``config.json``.
+
+    Example:
+        >>> config = RunConfig(ModelConfig(kind="vdm"), TrainConfig(dataset="digits"))
+        >>> config.preset, config.model.kind, config.train.dataset
+        ('custom', 'vdm', 'digits')
+    """
 
     model: ModelConfig
     train: TrainConfig
@@ -126,7 +142,14 @@ def _tuples(values: dict[str, Any], cls) -> dict[str, Any]:
 
 
 def save_run_config(config: RunConfig, workdir: str | pathlib.Path) -> pathlib.Path:
-    """Writes ``<workdir>/config.json`` atomically (write then rename) and returns its path."""
+    """Writes ``<workdir>/config.json`` atomically (write then rename) and returns its path.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as workdir:
+        ...     print(save_run_config(RunConfig(ModelConfig(), TrainConfig()), workdir).name)
+        config.json
+    """
     path = pathlib.Path(workdir) / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": CONFIG_FORMAT_VERSION, **dataclasses.asdict(config)}
@@ -142,6 +165,14 @@ def load_run_config(workdir: str | pathlib.Path) -> RunConfig:
     Raises:
         FileNotFoundError: the directory or its ``config.json`` does not exist.
         ValueError: an unknown format version or unknown fields.
+
+    Example:
+        >>> import tempfile
+        >>> config = RunConfig(ModelConfig(event_shape=(8, 8, 1), vocab_size=17), TrainConfig(dataset="digits"))
+        >>> with tempfile.TemporaryDirectory() as workdir:
+        ...     _ = save_run_config(config, workdir)
+        ...     print(load_run_config(workdir) == config)
+        True
     """
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():

@@ -50,7 +50,17 @@ DIGITS_SPLIT_SEED = 0
 
 
 class DatasetNotPreparedError(ValueError):
-    """A TFDS dataset has not been prepared in the data directory; the message says how to prepare it."""
+    """A TFDS dataset has not been prepared in the data directory; the message says how to prepare it.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as empty:
+        ...     try:
+        ...         load_dataset("cifar10", data_dir=empty)
+        ...     except DatasetNotPreparedError as err:
+        ...         print("is not prepared" in str(err), isinstance(err, ValueError))
+        True True
+    """
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

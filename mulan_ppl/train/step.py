@@ -9,6 +9,7 @@ replicated, and XLA inserts the gradient all-reduce. No ``pmap``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -26,7 +27,13 @@ __all__ = ["TrainState", "Trainer", "ema_decay_at", "make_mesh", "make_optimizer
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainState:
-    """Everything a step changes: arrays only, so it checkpoints and shards as one pytree."""
+    """Everything a step changes: arrays only, so it checkpoints and shards as one pytree.
+
+    Example:
+        >>> state = TrainState(jnp.zeros((), jnp.int32), {"w": jnp.ones(2)}, (), {"w": jnp.ones(2)})
+        >>> len(jax.tree.leaves(state)), int(jax.tree.map(lambda x: x + 1, state).step)
+        (3, 1)
+    """
 
     step: jax.Array  # int32 scalar: the number of optimiser steps taken
     params: nnx.State  # the model's nnx.Param leaves
@@ -35,14 +42,33 @@ class TrainState:
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A one-axis ``("data",)`` mesh over ``devices`` (default: every device of every process)."""
+    """A one-axis ``("data",)`` mesh over ``devices`` (default: every device of every process).
+
+    Example:
+        >>> mesh = make_mesh(jax.devices()[:1])
+        >>> mesh.axis_names, mesh.devices.shape
+        (('data',), (1,))
+    """
     devices = list(jax.devices() if devices is None else devices)
     return jax.sharding.Mesh(np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
     """AdamW with a linear warm-up, decoupled weight decay and optional global-norm clipping (the paper's settings
-    by default: lr 2e-4, betas (0.9, 0.99), weight decay 0.01, 100 warm-up steps)."""
+    by default: lr 2e-4, betas (0.9, 0.99), weight decay 0.01, 100 warm-up steps).
+
+    Example:
+        >>> from mulan_ppl.train import TrainConfig
+        >>> tx = make_optimizer(TrainConfig(learning_rate=0.1, warmup_steps=2, weight_decay=0.0))
+        >>> params, grads = {"w": jnp.ones(2)}, {"w": jnp.array([1.0, -2.0])}
+        >>> opt_state = tx.init(params)
+        >>> for _ in range(3):  # the learning rate warms up 0, 0.05, 0.1; Adam's first step is -lr * sign(grad)
+        ...     updates, opt_state = tx.update(grads, opt_state, params)
+        ...     print(updates["w"].round(4))
+        [-0.  0.]
+        [-0.05  0.05]
+        [-0.1  0.1]
+    """
     warmup = max(int(config.warmup_steps), 1)
     learning_rate = optax.warmup_constant_schedule(0.0, config.learning_rate, warmup)
     adamw = optax.adamw(learning_rate, b1=config.beta1, b2=config.beta2, weight_decay=config.weight_decay)
@@ -190,8 +216,24 @@ class Trainer:
             batches = self.shard_batches(np.asarray(batches))
         return self._step(state, batches, base_key)
 
+    def process_rows(self, batch_size: int) -> slice:
+        """The rows of a global batch of ``batch_size`` that this process's devices hold (all of them in a
+        single-process run): a multi-process run gives each process ``batches[:, trainer.process_rows(B)]``.
+
+        Raises:
+            ValueError: this process's devices do not hold one contiguous block of rows (a mesh whose devices are
+                not grouped by process).
+        """
+        indices = self.data_sharding.addressable_devices_indices_map((1, batch_size)).values()
+        rows = sorted({index[1].indices(batch_size)[:2] for index in indices})
+        if any(stop != start for (_, stop), (start, _) in itertools.pairwise(rows)):
+            raise ValueError(f"`Trainer`: the devices of process {jax.process_index()} hold the rows {rows} of the "
+                             "batch, not one contiguous block; order the mesh's devices by process.")
+        return slice(rows[0][0], rows[-1][1])
+
     def shard_batches(self, local_batches: np.ndarray) -> jax.Array:
-        """Places this process's rows of ``(steps, batch, ...)`` batches onto the mesh, sharded along the batch."""
+        """Places this process's rows (:meth:`process_rows`) of ``(steps, batch, ...)`` batches onto the mesh,
+        sharded along the batch; the global batch is the processes' rows in process order."""
         return jax.make_array_from_process_local_data(self.data_sharding, local_batches)
 
     @staticmethod

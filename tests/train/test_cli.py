@@ -1,5 +1,6 @@
-"""examples/train_cifar10.py end to end: one-line errors in process; fresh interpreters (slow) for SIGKILL and
-resume, eight virtual devices, and CIFAR-10 under tfds.testing.mock_data or missing."""
+"""examples/train_cifar10.py end to end: one-line errors in process; the multi-process flags and their environment
+variables; fresh interpreters (slow) for SIGKILL and resume, eight virtual devices, and CIFAR-10 under
+tfds.testing.mock_data or missing (two processes: test_multiprocess.py)."""
 
 import os
 import pathlib
@@ -32,6 +33,20 @@ def test_bad_command_line_input_is_a_one_line_error(argv, match, capsys, tmp_pat
     assert train_cifar10.main([*argv, "--workdir", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and match in err and "\n" not in err and "Traceback" not in err
+
+
+def test_multiprocess_flags_fall_back_to_the_environment_variables(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    args = train_cifar10.parse_args([])
+    assert (args.coordinator, args.num_processes, args.process_id) == (None, None, None)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "host0:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    args = train_cifar10.parse_args([])
+    assert (args.coordinator, args.num_processes, args.process_id) == ("host0:1234", 4, 3)
+    args = train_cifar10.parse_args(["--coordinator", "host1:99", "--num-processes", "2", "--process-id", "0"])
+    assert (args.coordinator, args.num_processes, args.process_id) == ("host1:99", 2, 0)
 
 
 def _cli(*args, env=None, **kwargs):
