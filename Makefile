@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow demo clean
+.PHONY: test test-slow doctest docs demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m slow -o addopts="-ra" --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "no slow tests collected"; exit 0; fi; exit $$rc
 
+## make doctest: run the examples in the docstrings of the package (pytest --doctest-modules); .ci/run calls it.
+doctest: $(STAMP)
+	JAX_COMPILATION_CACHE_DIR="$(CURDIR)/.jax_cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.5 \
+		$(BIN)/python -m pytest -n 2 -q --doctest-modules mulan_ppl -o addopts="-ra" --durations=5
+
+## make docs: build the HTML documentation with Sphinx into docs/_build/html; any warning fails the build.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -E -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) .jax_cache .pytest_cache
+	rm -rf $(VENV) .jax_cache .pytest_cache docs/_build
