@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +23,7 @@ from mulan_ppl._validation import (
     check_one_of,
     check_positive_int,
     check_same_shape,
+    check_values,
     event_ndims_for,
     is_concrete,
 )
@@ -53,6 +53,7 @@ class GaussianParams:
     loc: jax.Array  # (*batch, *event)
     log_variance: jax.Array  # (*batch, *event)
     event_ndims: int = dataclasses.field(metadata=dict(static=True))
+    validate_args: bool = dataclasses.field(default=False, metadata=dict(static=True))  # check log_prob values too
 
 
 def infer_shapes(init, *args, **kwargs) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -88,19 +89,9 @@ def _check_gammas(where: str, args: dict, data_name: str, *gamma_names: str) -> 
 
 
 def _check_values(where: str, validate_args: bool, args: dict) -> dict:
-    """NaN check of the inputs: eager when concrete, under jit only with ``validate_args``."""
-    arrays = {k: v for k, v in args.items() if v is not None}
-    if is_concrete(*arrays.values()):
-        for name, value in arrays.items():
-            if np.isnan(np.asarray(value)).any():
-                raise ValueError(f"`{where}`: `{name}` contains NaN.")
-        return args
-    if validate_args:
-        return {
-            k: (eqx.error_if(v, jnp.any(jnp.isnan(v)), f"`{where}`: `{k}` contains NaN.") if v is not None else v)
-            for k, v in args.items()
-        }
-    return args
+    """NaN and Inf check of the inputs (a ``log_variance`` of -inf, a point mass, is allowed): eager when concrete,
+    under jit only with ``validate_args``."""
+    return check_values(where, validate_args, allow_inf=("log_variance",), **args)
 
 
 def build_forward_marginal(x, gamma, *, event_ndims=None, validate_args=False, where="ForwardMarginal"):
@@ -108,7 +99,7 @@ def build_forward_marginal(x, gamma, *, event_ndims=None, validate_args=False, w
     _check_gammas(where, args, "x", "gamma")
     args = _check_values(where, validate_args, args)
     loc, log_var = core.forward_marginal(args["x"], args["gamma"])
-    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims), validate_args)
 
 
 def build_forward_transition(z_s, gamma_s, gamma_t, *, event_ndims=None, validate_args=False,
@@ -117,7 +108,7 @@ def build_forward_transition(z_s, gamma_s, gamma_t, *, event_ndims=None, validat
     _check_gammas(where, args, "z_s", "gamma_s", "gamma_t")
     args = _check_values(where, validate_args, args)
     loc, log_var = core.forward_transition(args["z_s"], args["gamma_s"], args["gamma_t"])
-    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims), validate_args)
 
 
 def build_top_down_posterior(z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims=None, validate_args=False,
@@ -127,7 +118,7 @@ def build_top_down_posterior(z_t, x, gamma_s, gamma_t, *, eps=None, event_ndims=
     _check_gammas(where, args, "z_t", "gamma_s", "gamma_t")
     args = _check_values(where, validate_args, args)
     loc, log_var = core.top_down_posterior(args["z_t"], args["x"], args["gamma_s"], args["gamma_t"])
-    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims), validate_args)
 
 
 def build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, *, event_ndims=None, validate_args=False,
@@ -140,7 +131,7 @@ def build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, *, event_ndims
     alpha, sigma = core.alpha_sigma(args["gamma_t"])
     z_t = alpha * args["x"] + sigma * args["eps"]
     return build_top_down_posterior(z_t, args["x"], args["gamma_s"], args["gamma_t"], eps=args["eps"],
-                                    event_ndims=event_ndims, where=where)
+                                    event_ndims=event_ndims, validate_args=validate_args, where=where)
 
 
 def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterization="x", log_variance=None,
@@ -159,7 +150,7 @@ def build_reverse_transition(z_t, prediction, gamma_s, gamma_t, *, parameterizat
     loc, log_var = core.top_down_posterior(args["z_t"], x_hat, args["gamma_s"], args["gamma_t"])
     if args["log_variance"] is not None:
         loc, log_var = jnp.broadcast_arrays(loc, args["log_variance"])
-    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims))
+    return GaussianParams(args, loc, log_var, event_ndims_for(where, loc.shape, event_ndims), validate_args)
 
 
 def build_decoder(z_0, gamma_0, vocab_size, *, event_ndims=None, validate_args=False,
@@ -173,10 +164,33 @@ def build_decoder(z_0, gamma_0, vocab_size, *, event_ndims=None, validate_args=F
     return args, vocab_size, jax.nn.log_softmax(logits), event_ndims_for(where, args["z_0"].shape, event_ndims)
 
 
+def check_value_shape(where: str, value, shape: tuple[int, ...]) -> None:
+    """A ``log_prob`` value has shape ``(*sample_shape, *batch_shape, *event_shape)``: at least the rank of the
+    distribution's ``shape = batch_shape + event_shape``, its trailing dims equal to those of ``shape`` or 1. A
+    lower-rank value is refused rather than right-aligned (which would pair batch entries with event dims)."""
+    value_shape = tuple(jnp.shape(value))
+    trailing = value_shape[len(value_shape) - len(shape):] if len(shape) else ()
+    if len(value_shape) < len(shape) or any(v not in (1, s) for v, s in zip(trailing, shape)):
+        raise ValueError(
+            f"`{where}`: `value` must have shape (*sample_shape, *batch_shape, *event_shape) = (..., "
+            f"{', '.join(map(str, shape))}) (dims of size 1 broadcast); got value.shape={value_shape}."
+        )
+
+
+def gaussian_log_prob(params: GaussianParams, value, where: str) -> jax.Array:
+    """Per-example log-density of a diffusion Gaussian at ``value`` (checked: float, shape, NaN)."""
+    value = as_float_array(value, "value", where)
+    check_value_shape(where, value, params.loc.shape)
+    value = check_values(where, params.validate_args, allow_inf=("value",), value=value)["value"]
+    lp = core.diag_normal_log_prob(value, params.loc, params.log_variance)
+    return sum_event(lp, params.event_ndims)
+
+
 def decoder_log_prob(log_probs, x, vocab_size, event_ndims, *, validate_args=False,
                      where="DiscretizedGaussianDecoder.log_prob"):
     """Per-example log p(x | z_0) for integer ``x`` of the decoder's (or a broadcastable) shape."""
     x = check_integer_data(where, "value", x, vocab_size, validate_args=validate_args)
+    check_value_shape(where, x, log_probs.shape[:-1])
     x = x.astype(jnp.int32)
     log_probs = jnp.broadcast_to(log_probs, x.shape + log_probs.shape[-1:])
     picked = jnp.take_along_axis(log_probs, x[..., None], axis=-1)[..., 0]

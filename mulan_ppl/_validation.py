@@ -4,7 +4,8 @@ Three tiers (see DESIGN.md §5):
 
 * static facts — shapes, ranks, dtypes, Python hyper-parameters — are checked always, at construction or trace
   time, and raise :class:`ValueError` (or :class:`TypeError` for a wrong type) naming the public call and the argument;
-* data values — integers outside ``[0, V)``, NaN — are checked eagerly when the array is concrete;
+* data values — integers outside ``[0, V)``, NaN (and Inf where it is no valid limit), times outside [0, 1] — are
+  checked eagerly when the array is concrete;
 * under ``jit`` the same value checks run only with ``validate_args=True``, through :func:`equinox.error_if`. The
   error comes when the compiled function runs: ``equinox.EquinoxRuntimeError`` under ``equinox.filter_jit`` (the
   readable form), ``jax.errors.JaxRuntimeError`` (or a ``ValueError`` carrying the same message) under ``jax.jit``.
@@ -22,13 +23,18 @@ import numpy as np
 
 __all__ = [
     "as_float_array",
+    "check_broadcastable",
     "check_broadcasts_to",
     "check_in_range",
     "check_integer_data",
+    "check_key",
     "check_one_of",
     "check_positive_int",
     "check_same_shape",
+    "check_shape_tuple",
+    "check_values",
     "event_ndims_for",
+    "float_inputs",
     "is_concrete",
 ]
 
@@ -44,13 +50,99 @@ def as_float_array(value, name: str, where: str, dtype=None) -> jax.Array:
         array = jnp.asarray(value)
     except TypeError as err:
         raise TypeError(f"`{where}`: `{name}` must be an array; got {type(value).__name__}.") from err
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise TypeError(f"`{where}`: `{name}` must be real-valued; got dtype {array.dtype}.")
     if dtype is not None:
         return array.astype(dtype)
     if not jnp.issubdtype(array.dtype, jnp.floating):
-        if jnp.issubdtype(array.dtype, jnp.complexfloating) or array.dtype == jnp.bool_:
-            raise TypeError(f"`{where}`: `{name}` must be real-valued; got dtype {array.dtype}.")
         array = array.astype(jnp.result_type(float))
     return array
+
+
+def check_broadcastable(where: str, **arrays) -> tuple[int, ...]:
+    """Checks that the named arrays broadcast together (NumPy rules); returns the broadcast shape.
+
+    The message names the first argument that does not broadcast against the ones before it.
+    """
+    items = [(k, tuple(jnp.shape(v))) for k, v in arrays.items() if v is not None]
+    shape: tuple[int, ...] = ()
+    for i, (name, value_shape) in enumerate(items):
+        try:
+            shape = tuple(np.broadcast_shapes(shape, value_shape))
+        except ValueError:
+            others = " and ".join(f"`{k}`" for k, _ in items[:i])
+            listing = ", ".join(f"{k}.shape={s}" for k, s in items[: i + 1])
+            raise ValueError(f"`{where}`: `{name}` must broadcast against {others}; got {listing}.") from None
+    return shape
+
+
+def check_values(where: str, validate_args: bool = False, *, allow_inf: Sequence[str] = (), **arrays) -> dict:
+    """Checks that the named arrays hold no NaN and, except those named in ``allow_inf``, no +-Inf.
+
+    Eager (``ValueError``) when every array is concrete; under tracing only with ``validate_args``, through one
+    :func:`equinox.branched_error_if` (module docstring) tied to every returned array, so that using any of them runs
+    the check of all (the message names the first bad argument). ``None`` entries pass through.
+    """
+    present = {k: v for k, v in arrays.items() if v is not None}
+    if is_concrete(*present.values()):
+        for name, value in present.items():
+            values = np.asarray(value)
+            if not np.issubdtype(values.dtype, np.inexact):
+                continue
+            if np.isnan(values).any():
+                raise ValueError(f"`{where}`: `{name}` contains NaN.")
+            if name not in allow_inf and np.isinf(values).any():
+                raise ValueError(
+                    f"`{where}`: `{name}` must be finite; got {int(np.isinf(values).sum())} infinite entries."
+                )
+        return arrays
+    if not validate_args or not present:
+        return arrays
+    flags, messages = [], []
+    for name, value in present.items():
+        if name in allow_inf:
+            flags.append(jnp.any(jnp.isnan(value)))
+            messages.append(f"`{where}`: `{name}` contains NaN.")
+        else:
+            flags.append(jnp.any(~jnp.isfinite(value)))
+            messages.append(f"`{where}`: `{name}` contains NaN or Inf; it must be finite.")
+    flags = jnp.stack(flags)
+    checked = eqx.branched_error_if(present, jnp.any(flags), jnp.argmax(flags), messages)
+    return {k: checked.get(k) for k in arrays}
+
+
+def float_inputs(where: str, **arrays) -> tuple[jax.Array, ...]:
+    """The inputs of an elementwise ``core`` function: floating arrays (``TypeError`` otherwise) that broadcast
+    together and, when concrete, hold no NaN (Inf is a legitimate limit there, e.g. a log-variance of -inf).
+
+    Returns the converted arrays in the order given (``None`` for an absent optional one).
+    """
+    converted = {k: (None if v is None else as_float_array(v, k, where)) for k, v in arrays.items()}
+    check_broadcastable(where, **converted)
+    check_values(where, allow_inf=tuple(converted), **converted)
+    return tuple(converted.values())
+
+
+def check_key(where: str, key, name: str = "key"):
+    """Checks a PRNG key: a typed key from ``jax.random.key`` (or a raw ``uint32`` key of shape ``(..., 2)``)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    if dtype == jnp.uint32 and tuple(jnp.shape(key))[-1:] == (2,):
+        return key
+    got = type(key).__name__ if dtype is None else f"an array of dtype {dtype} and shape {tuple(jnp.shape(key))}"
+    raise TypeError(f"`{where}`: `{name}` must be a PRNG key from jax.random.key(seed); got {got}.")
+
+
+def check_shape_tuple(where: str, name: str, shape, *, min_ndim: int = 1, minimum: int = 1) -> tuple[int, ...]:
+    """Checks a shape argument: a sequence of at least ``min_ndim`` Python ints ``>= minimum``; returns a tuple."""
+    ok = isinstance(shape, Sequence) and not isinstance(shape, str) and len(shape) >= min_ndim and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= minimum for s in shape)
+    if not ok:
+        raise ValueError(
+            f"`{where}`: `{name}` must be a tuple of at least {min_ndim} ints >= {minimum}; got {name}={shape!r}."
+        )
+    return tuple(int(s) for s in shape)
 
 
 def check_same_shape(where: str, **arrays) -> tuple[int, ...]:

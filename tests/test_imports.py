@@ -29,6 +29,15 @@ def test_package_and_core_import_no_backend():
     assert _imported_after(["mulan_ppl", "mulan_ppl.core"], watched=(*TFP_AND_DISTRAX, "numpyro")) == []
 
 
+def test_check_kl_is_lazy_and_imports_no_backend():
+    """``mulan_ppl.check_kl`` is reachable from the package without importing a backend."""
+    probe = "import mulan_ppl; mulan_ppl.check_kl; from mulan_ppl import KLCheckResult"
+    result = subprocess.run([sys.executable, "-c", probe + "; import sys; print(sorted(m for m in sys.modules if "
+                             f"m.split('.')[0] in {(*TFP_AND_DISTRAX, 'numpyro')!r}))"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_numpyro_adapter_does_not_import_tfp_or_distrax():
     assert _imported_after(["mulan_ppl.numpyro"]) == []
 

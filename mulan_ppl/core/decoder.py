@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from mulan_ppl._validation import check_integer_data, check_positive_int, float_inputs
 from mulan_ppl.core import stable
 
 __all__ = ["decode_integers", "decoder_logits", "default_gamma_min", "encode_integers"]
@@ -19,6 +20,8 @@ def encode_integers(x: jax.Array, vocab_size: int) -> jax.Array:
         >>> print(encode_integers(jnp.asarray([0, 1]), 2))
         [-0.5  0.5]
     """
+    vocab_size = check_positive_int("encode_integers", "vocab_size", vocab_size, minimum=2)
+    x = check_integer_data("encode_integers", "x", x, vocab_size)
     return 2.0 * (jnp.asarray(x, jnp.result_type(float)) + 0.5) / vocab_size - 1.0
 
 
@@ -29,6 +32,8 @@ def decode_integers(f: jax.Array, vocab_size: int) -> jax.Array:
         >>> print(decode_integers(jnp.asarray([-0.5, 0.49, 7.0]), 2))
         [0 1 1]
     """
+    vocab_size = check_positive_int("decode_integers", "vocab_size", vocab_size, minimum=2)
+    (f,) = float_inputs("decode_integers", f=f)
     x = jnp.round((f + 1.0) * vocab_size / 2.0 - 0.5)
     return jnp.clip(x, 0, vocab_size - 1).astype(jnp.int32)
 
@@ -44,6 +49,7 @@ def default_gamma_min(vocab_size: int) -> float:
         >>> print(round(default_gamma_min(256), 2))
         -13.29
     """
+    vocab_size = check_positive_int("default_gamma_min", "vocab_size", vocab_size, minimum=2)
     return -2.0 * math.log(3.0 * vocab_size)
 
 
@@ -73,6 +79,11 @@ def decoder_logits(z_0: jax.Array, gamma_0: jax.Array, vocab_size: int) -> jax.A
         >>> print(jax.nn.softmax(logits))
         [[0.5 0.5]]
     """
+    vocab_size = check_positive_int("decoder_logits", "vocab_size", vocab_size, minimum=2)
+    z_0, gamma_0 = float_inputs("decoder_logits", z_0=z_0, gamma_0=gamma_0)
+    if jnp.broadcast_shapes(jnp.shape(z_0), jnp.shape(gamma_0)) != jnp.shape(z_0):
+        raise ValueError(f"`decoder_logits`: `gamma_0` must broadcast to the shape of `z_0`; got "
+                         f"z_0.shape={jnp.shape(z_0)}, gamma_0.shape={jnp.shape(gamma_0)}.")
     centres = encode_integers(jnp.arange(vocab_size), vocab_size).astype(jnp.result_type(z_0, gamma_0))
     alpha, sigma = (jnp.broadcast_to(a, jnp.shape(z_0)) for a in stable.alpha_sigma(gamma_0))
     centres = centres.reshape((1,) * alpha.ndim + (vocab_size,))

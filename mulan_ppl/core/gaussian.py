@@ -5,7 +5,8 @@ arguments elementwise, so ``gamma`` may carry one value per data dimension (MuLA
 The two distribution backends build their classes on these functions; no formula is written twice.
 
 Notation (DESIGN.md §2): ``gamma = -log SNR``, ``alpha**2 = sigmoid(-gamma)``, ``sigma**2 = sigmoid(gamma)``,
-``s <= t`` with ``t`` nearer the noise.
+``s <= t`` with ``t`` nearer the noise. Arguments are checked as in :mod:`mulan_ppl.core.stable`: real dtypes,
+shapes that broadcast, no NaN in concrete inputs.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mulan_ppl._validation import (
+    check_key,
+    check_one_of,
+    check_shape_tuple,
+    float_inputs,
+)
 from mulan_ppl.core import stable
-from mulan_ppl._validation import check_one_of
 from mulan_ppl.core.parameterization import PARAMETERIZATIONS, convert_prediction
 
 __all__ = [
@@ -50,6 +56,7 @@ def forward_marginal(x: jax.Array, gamma: jax.Array) -> tuple[jax.Array, jax.Arr
         >>> print(loc.round(4), jnp.exp(log_var))
         [0.7071 0.7071] [0.5 0.5]
     """
+    x, gamma = float_inputs("forward_marginal", x=x, gamma=gamma)
     loc = jnp.exp(0.5 * stable.log_alpha_sq(gamma)) * x
     log_var = stable.log_sigma_sq(gamma)
     return jnp.broadcast_arrays(loc, log_var)
@@ -79,6 +86,7 @@ def forward_transition(
         >>> print(loc, log_var)
         [1.] [-inf]
     """
+    z_s, gamma_s, gamma_t = float_inputs("forward_transition", z_s=z_s, gamma_s=gamma_s, gamma_t=gamma_t)
     log_alpha_ts = 0.5 * (stable.log_alpha_sq(gamma_t) - stable.log_alpha_sq(gamma_s))
     loc = jnp.exp(log_alpha_ts) * z_s
     log_var = stable.log_transition_variance(gamma_s, gamma_t)
@@ -101,7 +109,13 @@ def top_down_posterior_coefficients(
 
     Returns:
         ``(c_z, c_x, log_variance)``, broadcast against each other.
+
+    Example:
+        >>> c_z, c_x, log_variance = top_down_posterior_coefficients(jnp.asarray(-2.0), jnp.asarray(0.0))
+        >>> print(round(float(c_z), 4), round(float(c_x), 4), round(float(jnp.exp(log_variance)), 4))
+        0.1796 0.8115 0.1031
     """
+    gamma_s, gamma_t = float_inputs("top_down_posterior_coefficients", gamma_s=gamma_s, gamma_t=gamma_t)
     c_z = jnp.exp(
         0.5 * (stable.log_alpha_sq(gamma_t) - stable.log_alpha_sq(gamma_s))
         + stable.log_sigma_sq(gamma_s)
@@ -137,6 +151,7 @@ def top_down_posterior(
         >>> print(round(float(loc[0]), 4), round(float(jnp.exp(log_var[0])), 4))
         0.8115 0.1031
     """
+    z_t, x, gamma_s, gamma_t = float_inputs("top_down_posterior", z_t=z_t, x=x, gamma_s=gamma_s, gamma_t=gamma_t)
     c_z, c_x, log_var = top_down_posterior_coefficients(gamma_s, gamma_t)
     loc = c_z * z_t + c_x * x
     return jnp.broadcast_arrays(loc, log_var)
@@ -166,6 +181,7 @@ def per_step_kl_x(gamma_s: jax.Array, gamma_t: jax.Array, x: jax.Array, x_hat: j
         >>> print(float(per_step_kl_x(jnp.asarray(0.0), jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(0.0))))
         0.316...
     """
+    gamma_s, gamma_t, x, x_hat = float_inputs("per_step_kl_x", gamma_s=gamma_s, gamma_t=gamma_t, x=x, x_hat=x_hat)
     return -0.5 * jnp.exp(-gamma_s) * jnp.expm1(gamma_s - gamma_t) * jnp.square(x - x_hat)
 
 
@@ -184,6 +200,8 @@ def per_step_kl_eps(gamma_s: jax.Array, gamma_t: jax.Array, eps: jax.Array, eps_
         >>> print(float(per_step_kl_eps(jnp.asarray(0.0), jnp.asarray(1.0), jnp.asarray(1.0), jnp.asarray(0.0))))
         0.859...
     """
+    gamma_s, gamma_t, eps, eps_hat = float_inputs("per_step_kl_eps", gamma_s=gamma_s, gamma_t=gamma_t, eps=eps,
+                                                  eps_hat=eps_hat)
     return 0.5 * stable.snr_ratio_minus_one(gamma_s, gamma_t) * jnp.square(eps - eps_hat)
 
 
@@ -216,8 +234,18 @@ def per_step_kl(
 
     Returns:
         The KL per element.
+
+    Example:
+        >>> x, eps = jnp.array([[1.0, -1.0]]), jnp.array([[0.5, 0.0]])
+        >>> gamma_s, gamma_t = jnp.asarray(-2.0), jnp.asarray(0.0)
+        >>> z_t = jnp.sqrt(jax.nn.sigmoid(-gamma_t)) * x + jnp.sqrt(jax.nn.sigmoid(gamma_t)) * eps
+        >>> kl = per_step_kl(x, z_t, gamma_s, gamma_t, jnp.zeros_like(x), parameterization="eps", eps=eps)
+        >>> print(kl, 0.5 * jnp.expm1(2.0) * 0.5**2)  # 1/2 expm1(gamma_t - gamma_s) (eps - eps_hat)^2
+        [[0.798632 0.      ]] 0.798632
     """
     check_one_of("per_step_kl", "parameterization", parameterization, PARAMETERIZATIONS)
+    x, z_t, gamma_s, gamma_t, prediction, eps = float_inputs(
+        "per_step_kl", x=x, z_t=z_t, gamma_s=gamma_s, gamma_t=gamma_t, prediction=prediction, eps=eps)
     if parameterization == "x":
         return per_step_kl_x(gamma_s, gamma_t, x, prediction)
     if eps is None:
@@ -236,6 +264,7 @@ def diag_normal_log_prob(value: jax.Array, loc: jax.Array, log_variance: jax.Arr
         >>> print(round(float(diag_normal_log_prob(jnp.asarray(0.0), jnp.asarray(0.0), jnp.asarray(0.0))), 4))
         -0.9189
     """
+    value, loc, log_variance = float_inputs("diag_normal_log_prob", value=value, loc=loc, log_variance=log_variance)
     diff = value - loc
     standardized = jnp.where(diff == 0, 0.0, diff * jnp.exp(-0.5 * log_variance))
     log_prob = -0.5 * (_LOG_2PI + log_variance + jnp.square(standardized))
@@ -243,13 +272,31 @@ def diag_normal_log_prob(value: jax.Array, loc: jax.Array, log_variance: jax.Arr
 
 
 def diag_normal_entropy(log_variance: jax.Array) -> jax.Array:
-    r"""Elementwise entropy :math:`\tfrac12(\log 2\pi e + \log\sigma^2)`."""
+    r"""Elementwise entropy :math:`\tfrac12(\log 2\pi e + \log\sigma^2)`.
+
+    Example:
+        >>> print(diag_normal_entropy(jnp.array([0.0, 2.0])))  # log-variances 0 and 2
+        [1.4189385 2.4189386]
+    """
+    (log_variance,) = float_inputs("diag_normal_entropy", log_variance=log_variance)
     return 0.5 * (_LOG_2PI + 1.0 + log_variance)
 
 
 def diag_normal_sample(key: jax.Array, loc: jax.Array, log_variance: jax.Array, sample_shape=()) -> jax.Array:
-    r"""Reparameterized draws :math:`\mathrm{loc} + e^{\mathrm{log\_variance}/2}\,\varepsilon`, shape ``sample_shape + loc.shape``."""
-    sample_shape = tuple(sample_shape)
+    r"""Reparameterized draws :math:`\mathrm{loc} + e^{\mathrm{log\_variance}/2}\,\varepsilon`, shape ``sample_shape + loc.shape``.
+
+    Example:
+        >>> z = diag_normal_sample(jax.random.key(0), jnp.ones(3), jnp.full(3, -jnp.inf), (2,))  # zero variance
+        >>> print(z.shape, z.tolist())
+        (2, 3) [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    where = "diag_normal_sample"
+    check_key(where, key)
+    loc, log_variance = float_inputs(where, loc=loc, log_variance=log_variance)
+    if jnp.shape(log_variance) != loc.shape:
+        raise ValueError(f"`{where}`: `log_variance` must have the shape of `loc`; got loc.shape={loc.shape}, "
+                         f"log_variance.shape={jnp.shape(log_variance)}.")
+    sample_shape = check_shape_tuple(where, "sample_shape", sample_shape, min_ndim=0, minimum=0)
     noise = jax.random.normal(key, sample_shape + loc.shape, loc.dtype)
     lead = (1,) * len(sample_shape)
     return loc.reshape(lead + loc.shape) + jnp.exp(0.5 * log_variance).reshape(lead + loc.shape) * noise

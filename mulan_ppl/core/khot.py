@@ -103,6 +103,8 @@ def _check_logits(where: str, logits, k, name: str = "logits") -> tuple[jax.Arra
         )
     if logits.shape[-1] < 1:
         raise ValueError(f"`{where}`: `{name}` must have at least one category; got {name}.shape={logits.shape}.")
+    # Finite logits (DESIGN.md §5); scores of a top-k may be -inf (excluded items) but not NaN.
+    _validation.check_values(where, allow_inf=(name,) if name == "scores" else (), **{name: logits})
     return logits, _check_k(where, k, logits.shape[-1])
 
 
@@ -354,7 +356,7 @@ def khot_log_normalizer(logits: jax.Array, k: int) -> jax.Array:
         :math:`\log e_k`, shape ``batch``.
 
     Raises:
-        ValueError: ``k`` not an int in [0, m]; ``logits`` of rank 0.
+        ValueError: ``k`` not an int in [0, m]; ``logits`` of rank 0, or (when concrete) holding NaN or Inf.
 
     Example:
         >>> lz = khot_log_normalizer(jnp.log(jnp.asarray([1.0, 2.0, 3.0])), 2)  # e_2 = 1*2 + 1*3 + 2*3 = 11
@@ -422,6 +424,7 @@ def khot_log_prob(value: jax.Array, logits: jax.Array, k: int) -> jax.Array:
     """
     logits, k = _check_logits("khot_log_prob", logits, k)
     value = _check_value("khot_log_prob", value, logits.shape[-1], logits.dtype)
+    _validation.check_broadcastable("khot_log_prob", logits=logits, value=value)
     return _log_prob_jit(value, logits, k)
 
 
@@ -517,6 +520,7 @@ def kl_khot_khot(logits_q: jax.Array, logits_p: jax.Array, k: int) -> jax.Array:
             "`kl_khot_khot`: `logits_q` and `logits_p` must have the same number of categories; got "
             f"logits_q.shape={tuple(logits_q.shape)}, logits_p.shape={tuple(logits_p.shape)}."
         )
+    _validation.check_broadcastable("kl_khot_khot", logits_q=logits_q, logits_p=logits_p)
     if logits_q.ndim != logits_p.ndim:  # explicit, so no implicit rank promotion happens
         ndim = max(logits_q.ndim, logits_p.ndim)
         logits_q, logits_p = _lift(logits_q, ndim), _lift(logits_p, ndim)
@@ -655,6 +659,7 @@ def khot_sample(
          [3. 3.]]
     """
     where = "khot_sample"
+    _validation.check_key(where, key)
     logits, k = _check_logits(where, logits, k)
     sample_shape = _check_sample_shape(where, sample_shape)
     _validation.check_one_of(where, "gradient", gradient, KHOT_GRADIENTS)
@@ -743,6 +748,7 @@ def uniform_khot_sample(
         [2. 2. 2.]
     """
     where = "uniform_khot_sample"
+    _validation.check_key(where, key)
     m = _check_num_categories(where, num_categories)
     k = _check_k(where, k, m)
     sample_shape = _check_sample_shape(where, sample_shape)
@@ -822,6 +828,7 @@ def sum_of_gamma_noise(
         (10000,) 3.2
     """
     where = "sum_of_gamma_noise"
+    _validation.check_key(where, key)
     k = _validation.check_positive_int(where, "k", k, minimum=1)
     num_terms = _validation.check_positive_int(where, "num_terms", num_terms, minimum=1)
     shape = _check_sample_shape(where, shape)
@@ -902,6 +909,7 @@ def perturbed_top_k(
         (1000, 4) True
     """
     where = "perturbed_top_k"
+    _validation.check_key(where, key)
     logits, k = _check_logits(where, logits, k)
     sample_shape = _check_sample_shape(where, sample_shape)
     _validation.check_one_of(where, "noise", noise, PERTURBATION_NOISES)

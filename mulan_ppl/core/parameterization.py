@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mulan_ppl._validation import check_one_of
+from mulan_ppl._validation import check_one_of, float_inputs
 from mulan_ppl.core import stable
 
 __all__ = [
@@ -32,7 +32,13 @@ DENOISER_TARGETS = ("eps", "v", "x")
 
 
 def score_from_eps(gamma: jax.Array, eps: jax.Array) -> jax.Array:
-    r""":math:`s = -\hat\varepsilon/\sigma`, the score of the forward marginal."""
+    r""":math:`s = -\hat\varepsilon/\sigma`, the score of the forward marginal.
+
+    Example:
+        >>> print(score_from_eps(jnp.asarray(0.0), jnp.array([1.0, -0.5])))  # sigma^2 = sigmoid(0) = 1/2
+        [-1.4142135  0.70710677]
+    """
+    gamma, eps = float_inputs("score_from_eps", gamma=gamma, eps=eps)
     return -eps * jnp.exp(-0.5 * stable.log_sigma_sq(gamma))
 
 
@@ -68,6 +74,10 @@ def convert_prediction(
     """
     check_one_of("convert_prediction", "source", source, PARAMETERIZATIONS)
     check_one_of("convert_prediction", "target", target, PARAMETERIZATIONS)
+    prediction, z, gamma = float_inputs("convert_prediction", prediction=prediction, z=z, gamma=gamma)
+    if jnp.shape(z) != jnp.shape(prediction):
+        raise ValueError(f"`convert_prediction`: `z` must have the shape of `prediction`; got "
+                         f"prediction.shape={jnp.shape(prediction)}, z.shape={jnp.shape(z)}.")
     if source == target:
         return prediction
     alpha, sigma = stable.alpha_sigma(gamma)

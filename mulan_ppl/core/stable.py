@@ -2,13 +2,17 @@
 
 Everything is written in terms of ``gamma = -log SNR`` so that no ``exp(gamma)`` or ``1 / sigma**2`` is ever formed
 where a ``sigmoid``, ``log_sigmoid`` or ``expm1`` form exists (DESIGN.md §5). All functions are elementwise, take
-arrays of any floating dtype and broadcast with NumPy rules.
+arrays of any real dtype (integers become floats) and broadcast with NumPy rules. A non-real dtype is a ``TypeError``,
+arguments that do not broadcast and concrete NaN inputs a ``ValueError`` naming the argument; infinities are valid
+limits (``gamma = ±inf``, a log-variance of ``-inf``).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from mulan_ppl._validation import float_inputs
 
 __all__ = [
     "alpha_sigma",
@@ -30,6 +34,7 @@ def log_alpha_sq(gamma: jax.Array) -> jax.Array:
         >>> float(log_alpha_sq(jnp.asarray(0.0)))  # alpha^2 = 1/2
         -0.6931...
     """
+    (gamma,) = float_inputs("log_alpha_sq", gamma=gamma)
     return jax.nn.log_sigmoid(-gamma)
 
 
@@ -40,6 +45,7 @@ def log_sigma_sq(gamma: jax.Array) -> jax.Array:
         >>> float(log_sigma_sq(jnp.asarray(0.0)))
         -0.6931...
     """
+    (gamma,) = float_inputs("log_sigma_sq", gamma=gamma)
     return jax.nn.log_sigmoid(gamma)
 
 
@@ -61,11 +67,18 @@ def alpha_sigma(gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
         >>> print(round(float(a[0] ** 2 + s[0] ** 2), 6))
         1.0
     """
+    (gamma,) = float_inputs("alpha_sigma", gamma=gamma)
     return jnp.sqrt(jax.nn.sigmoid(-gamma)), jnp.sqrt(jax.nn.sigmoid(gamma))
 
 
 def snr(gamma: jax.Array) -> jax.Array:
-    r"""Signal-to-noise ratio :math:`\mathrm{SNR} = \alpha^2/\sigma^2 = e^{-\gamma}`."""
+    r"""Signal-to-noise ratio :math:`\mathrm{SNR} = \alpha^2/\sigma^2 = e^{-\gamma}`.
+
+    Example:
+        >>> print(snr(jnp.array([0.0, -2.0, 2.0])))
+        [1.         7.389056   0.13533528]
+    """
+    (gamma,) = float_inputs("snr", gamma=gamma)
     return jnp.exp(-gamma)
 
 
@@ -76,6 +89,7 @@ def log1mexp(x: jax.Array) -> jax.Array:
         >>> print(float(log1mexp(jnp.asarray(-1e-8))) < -18)
         True
     """
+    (x,) = float_inputs("log1mexp", x=x)
     x = jnp.minimum(x, 0.0)
     # Both branches are evaluated; keep each one's argument inside its safe domain so gradients stay finite.
     small = x > -0.6931471805599453
@@ -97,11 +111,22 @@ def transition_variance(gamma_s: jax.Array, gamma_t: jax.Array) -> jax.Array:
         >>> print(float(transition_variance(jnp.asarray(-1.0), jnp.asarray(-1.0))))
         0.0
     """
+    gamma_s, gamma_t = float_inputs("transition_variance", gamma_s=gamma_s, gamma_t=gamma_t)
     return -jnp.expm1(gamma_s - gamma_t) * jax.nn.sigmoid(gamma_t)
 
 
 def log_transition_variance(gamma_s: jax.Array, gamma_t: jax.Array) -> jax.Array:
-    r""":math:`\log \sigma^2_{t|s} = \log(1 - e^{\gamma_s - \gamma_t}) + \log\mathrm{sigmoid}(\gamma_t)`; ``-inf`` at s = t."""
+    r""":math:`\log \sigma^2_{t|s} = \log(1 - e^{\gamma_s - \gamma_t}) + \log\mathrm{sigmoid}(\gamma_t)`; ``-inf`` at s = t.
+
+    Example:
+        >>> gamma_s, gamma_t = jnp.asarray(-2.0), jnp.asarray(0.0)
+        >>> log_var = log_transition_variance(gamma_s, gamma_t)
+        >>> print(round(float(log_var), 6), round(float(jnp.log(transition_variance(gamma_s, gamma_t))), 6))
+        -0.838561 -0.838561
+        >>> print(float(log_transition_variance(gamma_t, gamma_t)))  # s = t
+        -inf
+    """
+    gamma_s, gamma_t = float_inputs("log_transition_variance", gamma_s=gamma_s, gamma_t=gamma_t)
     return log1mexp(gamma_s - gamma_t) + jax.nn.log_sigmoid(gamma_t)
 
 
@@ -112,6 +137,7 @@ def snr_ratio_minus_one(gamma_s: jax.Array, gamma_t: jax.Array) -> jax.Array:
         >>> print(float(snr_ratio_minus_one(jnp.asarray(0.0), jnp.asarray(0.0))))
         0.0
     """
+    gamma_s, gamma_t = float_inputs("snr_ratio_minus_one", gamma_s=gamma_s, gamma_t=gamma_t)
     return jnp.expm1(gamma_t - gamma_s)
 
 
@@ -134,5 +160,7 @@ def gaussian_kl(loc_q: jax.Array, log_var_q: jax.Array, loc_p: jax.Array, log_va
         >>> print(float(gaussian_kl(jnp.asarray(1.0), jnp.asarray(0.0), jnp.asarray(0.0), jnp.asarray(0.0))))
         0.5
     """
+    loc_q, log_var_q, loc_p, log_var_p = float_inputs(
+        "gaussian_kl", loc_q=loc_q, log_var_q=log_var_q, loc_p=loc_p, log_var_p=log_var_p)
     u = log_var_q - log_var_p
     return 0.5 * (jnp.expm1(u) - u) + 0.5 * jnp.square(loc_q - loc_p) * jnp.exp(-log_var_p)

@@ -62,8 +62,7 @@ class _DiffusionGaussian(distrax.Distribution):
 
     def log_prob(self, value: jax.Array) -> jax.Array:
         """Log-density summed over the event dims; ``+inf``/``-inf`` where the variance is 0 (s = t)."""
-        lp = core.diag_normal_log_prob(jnp.asarray(value), self.loc, self.log_variance)
-        return dp.sum_event(lp, self._params.event_ndims)
+        return dp.gaussian_log_prob(self._params, value, f"{type(self).__name__}.log_prob")
 
     def _sample_n_and_log_prob(self, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         samples = self._sample_n(key, n)
@@ -107,12 +106,13 @@ class ForwardMarginal(_DiffusionGaussian):
         x: data in the continuous scale, shape ``(B, *event)``.
         gamma: noise level, a scalar or an array of ``x``'s rank with each dimension equal to ``x``'s or 1.
         event_ndims: number of trailing event dims (keyword-only); defaults to ``x.ndim - 1``.
-        validate_args: check values (NaN) under ``jit`` too, raising at run time (``equinox.EquinoxRuntimeError``
-            under ``equinox.filter_jit``, ``jax.errors.JaxRuntimeError`` under ``jax.jit``);
-            concrete inputs are always checked.
+        validate_args: check values (NaN or Inf in the arguments, NaN in the values of ``log_prob``) under ``jit``
+            too, raising at run time (``equinox.EquinoxRuntimeError`` under ``equinox.filter_jit``,
+            ``jax.errors.JaxRuntimeError`` under ``jax.jit``); concrete inputs are always checked.
 
     Raises:
-        ValueError: ``gamma`` does not broadcast to ``x`` as above, or ``x``/``gamma`` hold NaN.
+        ValueError: ``gamma`` does not broadcast to ``x`` as above, or ``x``/``gamma`` hold NaN or Inf; a
+            ``log_prob`` value not of shape ``(*sample_shape, *batch_shape, *event_shape)``, or holding NaN.
 
     Example:
         >>> d = ForwardMarginal(jnp.zeros((2, 3)), jnp.zeros((2, 1)))
@@ -124,7 +124,8 @@ class ForwardMarginal(_DiffusionGaussian):
         self._set_params(dp.build_forward_marginal(x, gamma, event_ndims=event_ndims, validate_args=validate_args))
 
     def __getitem__(self, index) -> ForwardMarginal:
-        return ForwardMarginal(**self._indexed_args(index), event_ndims=self._params.event_ndims)
+        return ForwardMarginal(**self._indexed_args(index), event_ndims=self._params.event_ndims,
+                               validate_args=self._params.validate_args)
 
 
 class ForwardTransition(_DiffusionGaussian):
@@ -155,7 +156,8 @@ class ForwardTransition(_DiffusionGaussian):
         ))
 
     def __getitem__(self, index) -> ForwardTransition:
-        return ForwardTransition(**self._indexed_args(index), event_ndims=self._params.event_ndims)
+        return ForwardTransition(**self._indexed_args(index), event_ndims=self._params.event_ndims,
+                                 validate_args=self._params.validate_args)
 
 
 class TopDownPosterior(_DiffusionGaussian):
@@ -182,7 +184,8 @@ class TopDownPosterior(_DiffusionGaussian):
         validate_args: as in :class:`ForwardMarginal`.
 
     Raises:
-        ValueError: ``x``, ``z_t`` (and ``eps``) differ in shape, or a noise level does not broadcast.
+        ValueError: ``x``, ``z_t`` (and ``eps``) differ in shape, a noise level does not broadcast, or an argument
+            holds NaN or Inf.
 
     Example:
         >>> q = TopDownPosterior(jnp.zeros((1, 2)), jnp.ones((1, 2)), jnp.asarray(-2.0), jnp.asarray(0.0))
@@ -201,7 +204,7 @@ class TopDownPosterior(_DiffusionGaussian):
                    validate_args: bool = False) -> TopDownPosterior:
         r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``.
 
-        ``x``, ``eps`` and the noise levels are validated (shapes, NaN) before ``z_t`` is formed.
+        ``x``, ``eps`` and the noise levels are validated (shapes, NaN, Inf) before ``z_t`` is formed.
         """
         self = cls.__new__(cls)
         self._set_params(dp.build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, event_ndims=event_ndims,
@@ -209,7 +212,8 @@ class TopDownPosterior(_DiffusionGaussian):
         return self
 
     def __getitem__(self, index) -> TopDownPosterior:
-        return TopDownPosterior(**self._indexed_args(index), event_ndims=self._params.event_ndims)
+        return TopDownPosterior(**self._indexed_args(index), event_ndims=self._params.event_ndims,
+                                validate_args=self._params.validate_args)
 
 
 class ReverseTransition(_DiffusionGaussian):
@@ -277,6 +281,7 @@ class ReverseTransition(_DiffusionGaussian):
         return ReverseTransition.from_prediction(
             a["z_t"], a["prediction"], a["gamma_s"], a["gamma_t"], parameterization=self._parameterization,
             log_variance=a["log_variance"], event_ndims=self._params.event_ndims,
+            validate_args=self._params.validate_args,
         )
 
 

@@ -13,9 +13,16 @@ import jax
 import jax.numpy as jnp
 
 from mulan_ppl import core
-from mulan_ppl._validation import as_float_array, check_one_of, check_positive_int
+from mulan_ppl._validation import (
+    as_float_array,
+    check_key,
+    check_one_of,
+    check_positive_int,
+    check_values,
+)
 from mulan_ppl.distrax import ReverseTransition, TopDownPosterior
 from mulan_ppl.schedules import evaluate_schedule
+from mulan_ppl.schedules._common import check_times
 
 __all__ = ["PARAMETERIZATIONS", "REVERSE_VARIANCES", "diffusion_term", "sample_times"]
 
@@ -69,7 +76,8 @@ def _denoise(denoiser: Denoiser, z_t, t, gamma_t, context, parameterization: str
             f"`diffusion_term`: `denoiser` must return a {parameterization!r} prediction of the shape of z_t "
             f"{z_t.shape}; got shape {jnp.shape(prediction)}."
         )
-    return prediction
+    return check_values("diffusion_term", **{"denoiser(z_t, t, gamma_t, context)": prediction})[
+        "denoiser(z_t, t, gamma_t, context)"]
 
 
 def _level_kl(x, eps, z_t, prediction, gamma_s, gamma_t, parameterization, reverse_variance) -> jax.Array:
@@ -135,7 +143,9 @@ def diffusion_term(
         ValueError: ``num_steps < 1``; unknown ``parameterization`` or ``reverse_variance``; ``all_levels`` without
             ``num_steps``; a ``"forward"`` reverse variance in continuous time (its KL grows like ``1/(t - s)``, so
             the limit is infinite); a denoiser output of the wrong shape; a schedule output of the wrong shape, or
-            one that needs a context when ``context`` is ``None``.
+            one that needs a context when ``context`` is ``None``; (when concrete) NaN or Inf in ``x`` or in the
+            denoiser's output, ``times`` outside [0, 1].
+        TypeError: ``key`` is not a PRNG key; ``x`` is not real-valued.
 
     Example:
         >>> from mulan_ppl.schedules import FixedLinear
@@ -147,9 +157,11 @@ def diffusion_term(
     """
     check_one_of("diffusion_term", "parameterization", parameterization, PARAMETERIZATIONS)
     check_one_of("diffusion_term", "reverse_variance", reverse_variance, REVERSE_VARIANCES)
+    check_key("diffusion_term", key)
     x = as_float_array(x, "x", "diffusion_term")
     if x.ndim < 1:
         raise ValueError(f"`diffusion_term`: `x` must have shape (batch, *event); got x.shape={x.shape}.")
+    check_values("diffusion_term", x=x)
     batch, event_shape = x.shape[0], x.shape[1:]
     if num_steps is not None:
         num_steps = check_positive_int("diffusion_term", "num_steps", num_steps)
@@ -179,6 +191,7 @@ def diffusion_term(
         t = as_float_array(times, "times", "diffusion_term").astype(x.dtype)
         if t.shape != (batch,):
             raise ValueError(f"`diffusion_term`: `times` must have shape ({batch},); got {t.shape}.")
+        check_times("diffusion_term", t, "times")
     return _one_level(x, noise_key, t, num_steps, gamma_at, denoiser, context, parameterization, reverse_variance)
 
 

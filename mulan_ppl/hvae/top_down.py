@@ -14,12 +14,13 @@ from mulan_ppl import core
 from mulan_ppl._validation import check_integer_data, check_one_of, check_positive_int
 from mulan_ppl.distrax import DiscretizedGaussianDecoder, ForwardMarginal
 from mulan_ppl.hvae.diffusion import PARAMETERIZATIONS, diffusion_term
-from mulan_ppl.sampling import ancestral_sample
+from mulan_ppl.sampling import ancestral_sample, ode_sample
 from mulan_ppl.schedules import evaluate_schedule
 
 __all__ = ["TopDownDiffusion", "variance_minimizing"]
 
 SCHEDULE_OBJECTIVES = ("elbo", "variance")
+SAMPLERS = ("ancestral", "ode")
 
 
 def variance_minimizing(loss_fn: Callable, params, schedule_params) -> jax.Array:
@@ -204,29 +205,43 @@ class TopDownDiffusion(nnx.Module):
             lambda ds, gs: loss(nnx.merge(den_def, ds), nnx.merge(gam_def, gs)), den_state, gam_state
         )
 
-    def sample(self, key: jax.Array, num_samples: int, *, event_shape: tuple[int, ...], num_steps: int,
-               context=None, decode: str = "sample") -> jax.Array:
-        """Integer samples from the generative chain (:func:`~mulan_ppl.sampling.ancestral_sample`).
+    def sample(self, key: jax.Array, num_samples: int, *, event_shape: tuple[int, ...], num_steps: int | None = None,
+               context=None, decode: str = "sample", sampler: str = "ancestral", rtol: float = 1e-5,
+               atol: float = 1e-5) -> jax.Array:
+        """Integer samples from the generative model.
 
         Args:
             key: typed PRNG key.
             num_samples: batch size ``B``.
             event_shape: the data's event shape.
-            num_steps: number of steps ``T``.
+            num_steps: number of steps ``T`` of the ancestral chain (required for ``sampler="ancestral"``).
             context: auxiliary latent per sample; drawn from ``latent_prior`` when the model has a latent and
                 ``context`` is ``None``.
             decode: ``"sample"`` draws from the decoder, ``"mode"`` takes its most likely level.
+            sampler: ``"ancestral"`` (:func:`~mulan_ppl.sampling.ancestral_sample`, T steps) or ``"ode"``
+                (:func:`~mulan_ppl.sampling.ode_sample`, the adaptive probability-flow ODE with ``rtol``/``atol``).
+            rtol, atol: tolerances of the ODE sampler.
 
         Returns:
             Integer samples of shape ``(B, *event_shape)``.
+
+        Raises:
+            ValueError: an unknown ``decode`` or ``sampler``; ``sampler="ancestral"`` without ``num_steps``.
         """
         check_one_of("TopDownDiffusion.sample", "decode", decode, ("sample", "mode"))
+        check_one_of("TopDownDiffusion.sample", "sampler", sampler, SAMPLERS)
+        if sampler == "ancestral" and num_steps is None:
+            raise ValueError("`TopDownDiffusion.sample`: `sampler='ancestral'` needs `num_steps`.")
         context_key, chain_key, decode_key = jax.random.split(key, 3)
         if context is None and self.latent_prior is not None:
             context = self.latent_prior.sample(seed=context_key, sample_shape=(num_samples,))
         shape = (num_samples, *event_shape)
-        z_0 = ancestral_sample(chain_key, self.gamma_fn, self.denoiser, shape=shape, num_steps=num_steps,
-                               parameterization=self.parameterization, context=context)
+        if sampler == "ancestral":
+            z_0 = ancestral_sample(chain_key, self.gamma_fn, self.denoiser, shape=shape, num_steps=num_steps,
+                                   parameterization=self.parameterization, context=context)
+        else:
+            z_0, _ = ode_sample(chain_key, self.gamma_fn, self.denoiser, shape=shape,
+                                parameterization=self.parameterization, context=context, rtol=rtol, atol=atol)
         gamma_0 = evaluate_schedule(self.gamma_fn, jnp.zeros((num_samples,), z_0.dtype), context, event_shape)
         decoder = DiscretizedGaussianDecoder(z_0, gamma_0, self.vocab_size)
         return decoder.mode() if decode == "mode" else decoder.sample(seed=decode_key)

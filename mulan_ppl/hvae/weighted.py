@@ -228,7 +228,13 @@ def _schedule_time(gamma_fn, gamma, context, event_shape) -> jax.Array:
 
 
 class AdaptiveImportanceState(NamedTuple):
-    """State of :class:`AdaptiveImportance` (a pytree of arrays)."""
+    """State of :class:`AdaptiveImportance` (a pytree of arrays).
+
+    Example:
+        >>> state = AdaptiveImportance(num_bins=3).init()
+        >>> state.ema, len(jax.tree.leaves(state))
+        (Array([1., 1., 1.], dtype=float32), 1)
+    """
 
     ema: jax.Array  # (num_bins,) float: per-bin EMA of w(lambda) ||eps - eps_hat||^2; bin k in increasing gamma
 

@@ -20,6 +20,14 @@ def build_model(config, *, rngs: nnx.Rngs) -> VDM | MuLAN:
 
     Raises:
         ValueError: an unknown ``config.kind``.
+
+    Example:
+        >>> from mulan_ppl.train import ModelConfig
+        >>> config = ModelConfig(kind="vdm", event_shape=(4, 4, 1), vocab_size=17, schedule="fixed_linear", channels=8,
+        ...                      num_blocks=1, dropout=0.0, attention=False)
+        >>> model = build_model(config, rngs=nnx.Rngs(0))
+        >>> type(model).__name__, model.event_shape, model.vocab_size
+        ('VDM', (4, 4, 1), 17)
     """
     common = dict(parameterization=config.parameterization, gamma_min=config.gamma_min,
                   gamma_max=config.gamma_max, channels=config.channels, num_blocks=config.num_blocks,

@@ -33,6 +33,13 @@ class KHotEncoder(nnx.Module):
         encoder: module mapping encoded data ``(B, *event)`` to logits ``(B, m)``.
         k: number of ones.
         latent: ``"khot"`` or ``"perturbed_topk"``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> posterior = KHotEncoder(nnx.Linear(4, 6, rngs=nnx.Rngs(0)), 2)       # logits of m = 6 items, k = 2
+        >>> q = posterior(jnp.ones((3, 4)))
+        >>> type(q).__name__, q.batch_shape, q.sample(seed=jax.random.key(0)).sum(-1).tolist()
+        ('KHot', (3,), [2.0, 2.0, 2.0])
     """
 
     def __init__(self, encoder: nnx.Module, k: int, *, latent: str = "khot"):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from numpyro.distributions import Distribution, ExpandedDistribution, Independent, Normal, constraints
 from numpyro.distributions.kl import kl_divergence
 
@@ -64,8 +63,7 @@ class _DiffusionGaussian(Distribution):
 
     def log_prob(self, value: jax.Array) -> jax.Array:
         """Log-density summed over the event dims; ``+inf``/``-inf`` where the variance is 0 (s = t)."""
-        lp = core.diag_normal_log_prob(jnp.asarray(value), self.loc, self.log_variance)
-        return dp.sum_event(lp, self._params.event_ndims)
+        return dp.gaussian_log_prob(self._params, value, f"{type(self).__name__}.log_prob")
 
     def entropy(self) -> jax.Array:
         return dp.sum_event(core.diag_normal_entropy(self.log_variance), self._params.event_ndims)
@@ -86,7 +84,8 @@ class ForwardMarginal(_DiffusionGaussian):
         x: data, shape ``(B, *event)``.
         gamma: noise level, scalar or of ``x``'s rank with dims equal or 1.
         event_ndims: trailing event dims, default ``x.ndim - 1``.
-        validate_args: check values (NaN) under ``jit`` too.
+        validate_args: check values (NaN or Inf in the arguments, NaN in the values of ``log_prob``) under ``jit``
+            too.
 
     Example:
         >>> d = ForwardMarginal(jnp.zeros((2, 3)), jnp.zeros((2, 1)))
@@ -149,7 +148,7 @@ class TopDownPosterior(_DiffusionGaussian):
                    validate_args: bool = False) -> TopDownPosterior:
         r"""Builds the posterior at :math:`z_t = \alpha_t x + \sigma_t\varepsilon`, remembering ``eps``.
 
-        ``x``, ``eps`` and the noise levels are validated (shapes, NaN) before ``z_t`` is formed.
+        ``x``, ``eps`` and the noise levels are validated (shapes, NaN, Inf) before ``z_t`` is formed.
         """
         self = cls.__new__(cls)
         self._set_params(dp.build_top_down_posterior_from_noise(x, eps, gamma_s, gamma_t, event_ndims=event_ndims,

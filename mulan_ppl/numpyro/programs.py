@@ -21,9 +21,20 @@ from numpyro.contrib.module import nnx_module
 from numpyro.distributions import constraints
 
 from mulan_ppl import core
-from mulan_ppl._validation import check_integer_data, check_one_of, check_positive_int, event_ndims_for
+from mulan_ppl._validation import (
+    as_float_array,
+    check_integer_data,
+    check_one_of,
+    check_positive_int,
+    check_values,
+    event_ndims_for,
+)
 from mulan_ppl.numpyro.decoder import DiscretizedGaussianDecoder
-from mulan_ppl.numpyro.gaussian import ForwardMarginal, ReverseTransition, TopDownPosterior
+from mulan_ppl.numpyro.gaussian import (
+    ForwardMarginal,
+    ReverseTransition,
+    TopDownPosterior,
+)
 from mulan_ppl.schedules import evaluate_schedule
 
 __all__ = ["DiffusionPrograms", "ReverseChain"]
@@ -58,7 +69,9 @@ class ReverseChain(dist.Distribution):
         event_ndims: trailing event dims, default ``z_1.ndim - 1``.
 
     Raises:
-        ValueError: an unknown ``parameterization``; an ``event_ndims`` outside ``[0, z_1.ndim]``.
+        ValueError: an unknown ``parameterization``; an ``event_ndims`` outside ``[0, z_1.ndim]``; (when concrete)
+            NaN or Inf in ``z_1``.
+        TypeError: ``z_1`` not real-valued; ``gamma_fn`` or ``denoiser`` not callable.
 
     Example:
         >>> from mulan_ppl.schedules import FixedLinear
@@ -79,7 +92,7 @@ class ReverseChain(dist.Distribution):
         for name, fn in (("gamma_fn", gamma_fn), ("denoiser", denoiser)):
             if not callable(fn):
                 raise TypeError(f"`{where}`: `{name}` must be callable; got {type(fn).__name__}.")
-        self.z_1 = jnp.asarray(z_1)
+        self.z_1 = check_values(where, z_1=as_float_array(z_1, "z_1", where))["z_1"]
         self.gamma_fn, self.denoiser, self.context = gamma_fn, denoiser, context
         ndims = event_ndims_for(where, self.z_1.shape, event_ndims)
         split = self.z_1.ndim - ndims

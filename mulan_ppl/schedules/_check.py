@@ -31,9 +31,15 @@ class ScheduleReport:
         gamma_at_0: (smallest, largest) gamma at t = 0 over examples and dimensions.
         gamma_at_1: (smallest, largest) gamma at t = 1.
         min_increment: smallest gamma(t_{i+1}) - gamma(t_i) on the uniform grid (> 0 for a strictly increasing one).
-        max_derivative_error: largest |integral of the jvp derivative - increment of gamma| along the clustered grid,
-            relative to the range of gamma over the grid.
+        max_derivative_error: largest absolute difference between the integral of the jvp derivative and the
+            increment of gamma along the clustered grid, relative to the range of gamma over the grid.
         finite: whether every gamma and derivative value was finite.
+
+    Example:
+        >>> from mulan_ppl.schedules import FixedLinear
+        >>> report = check_schedule(FixedLinear(gamma_min=-5.0, gamma_max=5.0), (2,), num_points=11)
+        >>> report.gamma_at_0, report.gamma_at_1, round(report.min_increment, 4), report.finite
+        ((-5.0, -5.0), (5.0, 5.0), 1.0, True)
     """
 
     passed: bool

@@ -13,7 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from mulan_ppl._validation import as_float_array, check_positive_int
+from mulan_ppl._validation import (
+    as_float_array,
+    check_broadcastable,
+    check_positive_int,
+    check_values,
+    is_concrete,
+)
 
 GAMMA_MIN = -13.3
 GAMMA_MAX = 5.0
@@ -53,11 +59,22 @@ def check_event_shape(where: str, event_shape) -> tuple[int, ...]:
     return tuple(int(s) for s in event_shape)
 
 
+def check_times(where: str, t: jax.Array, name: str = "t") -> None:
+    """When concrete, checks that the times ``t`` are in [0, 1] (and not NaN)."""
+    check_values(where, **{name: t})
+    if is_concrete(t) and t.size:
+        values = np.asarray(t)
+        if not (values.min() >= 0.0 and values.max() <= 1.0):
+            raise ValueError(f"`{where}`: `{name}` must lie in [0, 1]; got min({name})={values.min()}, "
+                             f"max({name})={values.max()}.")
+
+
 def as_time(where: str, t) -> jax.Array:
-    """Converts ``t`` to a float array and checks it has shape ``(batch,)``."""
+    """Converts ``t`` to a float array and checks it has shape ``(batch,)`` and, when concrete, values in [0, 1]."""
     t = as_float_array(t, "t", where)
     if t.ndim != 1:
         raise ValueError(f"`{where}`: `t` must have shape (batch,); got t.shape={tuple(t.shape)}.")
+    check_times(where, t)
     return t
 
 
@@ -74,6 +91,7 @@ def check_context(where: str, context, batch: int, context_dim: int) -> jax.Arra
             f"`{where}`: `context` must have shape (batch, context_dim) = ({batch}, {context_dim}); "
             f"got context.shape={tuple(context.shape)}."
         )
+    check_values(where, context=context)
     return context
 
 
@@ -149,8 +167,19 @@ def with_time_derivative(value_and_rate: Callable) -> Callable:
     return fn
 
 
-def float_args(*values) -> tuple[jax.Array, ...]:
-    """Converts values to floating arrays of one common dtype (float32 unless float64 is on and asked for)."""
-    arrays = [jnp.asarray(v) for v in values]
-    dtype = jnp.result_type(*arrays, float)
-    return tuple(a.astype(dtype) for a in arrays)
+def float_args(where: str, **values) -> tuple[jax.Array, ...]:
+    """The arguments of a pure schedule function: floating arrays of one common dtype (float32 unless float64 is on
+    and asked for) that broadcast together and, when concrete, hold no NaN or Inf, with times ``t`` in [0, 1] and
+    ``gamma_min < gamma_max``. Returns them in the order given."""
+    arrays = {k: as_float_array(v, k, where) for k, v in values.items()}
+    check_broadcastable(where, **arrays)
+    check_values(where, **arrays)
+    if "t" in arrays:
+        check_times(where, arrays["t"])
+    low, high = arrays.get("gamma_min"), arrays.get("gamma_max")
+    if low is not None and high is not None and is_concrete(low, high) and not np.all(
+            np.asarray(low) < np.asarray(high)):
+        raise ValueError(f"`{where}`: `gamma_min` must be less than `gamma_max` (gamma increases from t=0 to t=1); "
+                         f"got gamma_min={np.asarray(low)}, gamma_max={np.asarray(high)}.")
+    dtype = jnp.result_type(*arrays.values(), float)
+    return tuple(a.astype(dtype) for a in arrays.values())

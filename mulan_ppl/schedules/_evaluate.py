@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from mulan_ppl._validation import check_values
 from mulan_ppl.schedules._common import as_time, check_event_shape
 
 __all__ = ["evaluate_schedule", "gamma_and_derivative"]
@@ -51,6 +52,7 @@ def evaluate_schedule(gamma_fn: Callable, t: jax.Array, context, event_shape: tu
     gamma = jnp.asarray(gamma_fn(t, context))
     if not jnp.issubdtype(gamma.dtype, jnp.floating):
         raise ValueError(f"`{where}`: `gamma_fn` must return floating gamma; got dtype {gamma.dtype}.")
+    check_values(where, **{"gamma_fn(t, context)": gamma})
     if gamma.shape == (batch,):
         return gamma.reshape((batch,) + (1,) * len(event_shape))
     if (gamma.ndim == len(event_shape) + 1 and gamma.shape[0] == batch

@@ -99,7 +99,7 @@ def cosine_gamma(t: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN, gamm
         2. Nichol, Dhariwal. Improved Denoising Diffusion Probabilistic Models. https://arxiv.org/abs/2102.09672
         3. Hoogeboom, Heek, Salimans. Simple Diffusion. https://arxiv.org/abs/2301.11093
     """
-    return _cosine(*float_args(t, gamma_min, gamma_max, shift))
+    return _cosine(*float_args("cosine_gamma", t=t, gamma_min=gamma_min, gamma_max=gamma_max, shift=shift))
 
 
 def cosine_time(gamma: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN,
@@ -125,7 +125,8 @@ def cosine_time(gamma: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN,
         >>> print(jnp.round(cosine_time(jnp.array([-10.0, 0.0, 10.0]), gamma_min=-10.0, gamma_max=10.0), 4))
         [0.  0.5 1. ]
     """
-    gamma, gamma_min, gamma_max, shift = float_args(gamma, gamma_min, gamma_max, shift)
+    gamma, gamma_min, gamma_max, shift = float_args(
+        "cosine_time", gamma=gamma, gamma_min=gamma_min, gamma_max=gamma_max, shift=shift)
     theta_0 = jnp.arctan(jnp.exp(0.5 * (gamma_min + shift)))
     phi_1 = jnp.arctan(jnp.exp(-0.5 * (gamma_max + shift)))
     delta = (0.5 * math.pi - phi_1) - theta_0

@@ -107,7 +107,8 @@ def edm_gamma(t: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN, gamma_m
         2. Kingma, Gao. Understanding Diffusion Objectives as the ELBO with Simple Data Augmentation, App. D.1.
            https://arxiv.org/abs/2303.00848
     """
-    return _edm(*float_args(t, gamma_min, gamma_max, p_mean, p_std))
+    return _edm(*float_args("edm_gamma", t=t, gamma_min=gamma_min, gamma_max=gamma_max, p_mean=p_mean,
+                                p_std=p_std))
 
 
 def edm_time(gamma: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN, gamma_max: float | jax.Array = GAMMA_MAX,
@@ -134,7 +135,8 @@ def edm_time(gamma: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN, gamm
         >>> print(jnp.round(edm_time(jnp.array([-10.0, -2.4, 5.2]), gamma_min=-10.0, gamma_max=5.2), 4))
         [0.  0.5 1. ]
     """
-    gamma, gamma_min, gamma_max, p_mean, p_std = float_args(gamma, gamma_min, gamma_max, p_mean, p_std)
+    gamma, gamma_min, gamma_max, p_mean, p_std = float_args(
+        "edm_time", gamma=gamma, gamma_min=gamma_min, gamma_max=gamma_max, p_mean=p_mean, p_std=p_std)
     u_0, v_1, delta = _tails(gamma_min, gamma_max, p_mean, p_std)
     z = (gamma - 2.0 * p_mean) / (2.0 * p_std)
     return jnp.where(z <= 0, (ndtr(z) - u_0) / delta, 1.0 - (ndtr(-z) - v_1) / delta)

@@ -52,7 +52,7 @@ def linear_gamma(t: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN,
         >>> linear_gamma(jnp.array([0.0, 0.5, 1.0]), gamma_min=-10.0, gamma_max=6.0)
         Array([-10.,  -2.,   6.], dtype=float32)
     """
-    return _linear(*float_args(t, gamma_min, gamma_max))
+    return _linear(*float_args("linear_gamma", t=t, gamma_min=gamma_min, gamma_max=gamma_max))
 
 
 class FixedLinear(nnx.Module):

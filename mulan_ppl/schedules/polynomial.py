@@ -105,7 +105,8 @@ def polynomial_gamma(t: jax.Array, a: jax.Array, b: jax.Array, d: jax.Array, *,
         1. Sahoo, Gokaslan, De Sa, Kuleshov. Diffusion Models With Learned Adaptive Noise (MuLAN), Suppl. E.2.
            https://arxiv.org/abs/2312.13236
     """
-    return _polynomial(*float_args(t, a, b, d, gamma_min, gamma_max))
+    return _polynomial(*float_args("polynomial_gamma", t=t, a=a, b=b, d=d, gamma_min=gamma_min,
+                                   gamma_max=gamma_max))
 
 
 class PolynomialHead(nnx.Module):

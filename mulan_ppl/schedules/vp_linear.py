@@ -100,7 +100,8 @@ def vp_linear_gamma(t: jax.Array, *, gamma_min: float | jax.Array = GAMMA_MIN,
            Differential Equations. https://arxiv.org/abs/2011.13456
         2. Ho, Jain, Abbeel. Denoising Diffusion Probabilistic Models. https://arxiv.org/abs/2006.11239
     """
-    return _vp_linear(*float_args(t, gamma_min, gamma_max, beta_min, beta_max))
+    return _vp_linear(*float_args("vp_linear_gamma", t=t, gamma_min=gamma_min, gamma_max=gamma_max,
+                                     beta_min=beta_min, beta_max=beta_max))
 
 
 class VPLinear(nnx.Module):
