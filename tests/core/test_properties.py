@@ -55,8 +55,10 @@ def _unit(shape):
 
 
 def _values(shape, bound=3.0, dtype=np.float64):
-    """Floats in [-bound, bound]; no subnormals, which XLA's CPU kernels flush to zero."""
-    elements = st.floats(-bound, bound, width=np.dtype(dtype).itemsize * 8, allow_subnormal=False)
+    """Floats in [-bound, bound], zero or of magnitude above 1e-30: XLA's CPU kernels flush subnormal inputs and
+    results to zero, and a value near the smallest normal times a gain below one would be subnormal."""
+    elements = st.floats(-bound, bound, width=np.dtype(dtype).itemsize * 8, allow_subnormal=False).filter(
+        lambda v: v == 0.0 or abs(v) > 1e-30)
     return hnp.arrays(dtype, shape, elements=elements)
 
 
