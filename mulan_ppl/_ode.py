@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -17,7 +18,10 @@ from mulan_ppl.schedules import gamma_and_derivative
 
 __all__ = ["SOLVERS", "check_tolerance", "make_drift", "pure_callable", "solve_probability_flow"]
 
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
+# The solves are never differentiated, so the stages run in a plain `lax.scan` rather than Diffrax's default
+# checkpointed scan (same run time here, about 40% less compile time: benchmarks/ode.py).
+SOLVERS = {"tsit5": functools.partial(diffrax.Tsit5, scan_kind="lax"),
+           "dopri5": functools.partial(diffrax.Dopri5, scan_kind="lax")}
 # Both are 7-stage first-same-as-last methods: 6 new evaluations per attempted step and one before the first
 # (tests/likelihood/test_ode_likelihood.py counts the evaluations Diffrax makes with a callback).
 _EVALUATIONS_PER_STEP = 6
