@@ -65,8 +65,9 @@ def _max_example_rms(tree) -> jax.Array:
     return jnp.sqrt(jnp.max(squares) / size)
 
 
-def make_drift(gamma_fn, denoiser, context, event_shape, parameterization):
-    """``drift(t, z)`` of the probability-flow ODE, ``t`` a scalar time and ``z`` of shape ``(B, *event)``."""
+def make_drift(gamma_fn, denoiser, context, event_shape, parameterization, *, where: str = "make_drift"):
+    """``drift(t, z)`` of the probability-flow ODE, ``t`` a scalar time and ``z`` of shape ``(B, *event)``; errors
+    name the public function ``where``."""
     gamma_fn, denoiser = pure_callable(gamma_fn), pure_callable(denoiser)
 
     def drift(t, z):
@@ -75,7 +76,7 @@ def make_drift(gamma_fn, denoiser, context, event_shape, parameterization):
         prediction = denoiser(z, times, jnp.broadcast_to(gamma, z.shape), context)
         if jnp.shape(prediction) != z.shape:
             raise ValueError(
-                f"`denoiser` must return a {parameterization!r} prediction of the shape of z {z.shape}; got shape "
+                f"`{where}`: `denoiser` must return a {parameterization!r} prediction of the shape of z {z.shape}; got shape "
                 f"{jnp.shape(prediction)}."
             )
         return core.probability_flow_drift(z, prediction, gamma, rate, parameterization=parameterization)

@@ -141,7 +141,7 @@ def ode_log_likelihood(
         raise ValueError(f"`{where}`: `x` must have shape (batch, *event); got x.shape={x.shape}.")
     check_values(where, x=x)
     batch, event_shape = x.shape[0], x.shape[1:]
-    drift = make_drift(gamma_fn, denoiser, context, event_shape, parameterization)
+    drift = make_drift(gamma_fn, denoiser, context, event_shape, parameterization, where=where)
     dim = math.prod(event_shape)
 
     if trace == "exact":
@@ -343,7 +343,8 @@ def ode_bound(
         the model has a latent and ``latent_importance`` is false).
 
     Raises:
-        ValueError: ``K < 1``, an unknown dequantization or option, integer data out of range.
+        ValueError: ``K < 1``, an unknown dequantization or option, integer data out of range, a ``model`` that is
+            not a :class:`~mulan_ppl.hvae.TopDownDiffusion`.
 
     Example:
         >>> from mulan_ppl.hvae import TopDownDiffusion
@@ -358,6 +359,11 @@ def ode_bound(
     check_ode_bound_options(num_importance_samples=num_importance_samples, dequantization=dequantization, trace=trace,
                             probe=probe, rtol=rtol, atol=atol, solver=solver, max_steps=max_steps)
     check_key(where, key)
+    missing = [name for name in ("vocab_size", "parameterization", "gamma_fn", "denoiser", "latent_posterior")
+               if not hasattr(model, name)]
+    if missing:
+        raise ValueError(f"`{where}`: `model` must be a TopDownDiffusion (VDM or MuLAN); got {type(model).__name__}, "
+                         f"which lacks {', '.join(missing)}.")
     num_samples = num_importance_samples
     vocab_size = model.vocab_size
     x = check_integer_data(where, "x", x, vocab_size)

@@ -146,6 +146,6 @@ def ode_sample(
         if z_1.shape != shape:
             raise ValueError(f"`ode_sample`: `z_1` must have shape {shape}; got {z_1.shape}.")
         check_values("ode_sample", z_1=z_1)
-    drift = make_drift(gamma_fn, denoiser, context, shape[1:], parameterization)
+    drift = make_drift(gamma_fn, denoiser, context, shape[1:], parameterization, where="ode_sample")
     return solve_probability_flow(drift, z_1, t0=1.0, t1=0.0, rtol=rtol, atol=atol, solver=solver,
                                   max_steps=max_steps)
