@@ -161,16 +161,20 @@ def test_top_down_posterior_is_bayes_rule(case, offset):
     a2_t, s2_t = ref_alpha_sq_sigma_sq(gt)
     a, v = ref_transition(gs, gt)
     z_s = loc + offset * np.sqrt(var)
-    terms = (
-        stats.norm.logpdf(z_s, loc, np.sqrt(var)),  # the library's posterior
-        stats.norm.logpdf(z_t, np.sqrt(a2_t) * x, np.sqrt(s2_t)),
-        -stats.norm.logpdf(z_t, a * z_s, np.sqrt(v)),
-        -stats.norm.logpdf(z_s, np.sqrt(a2_s) * x, np.sqrt(s2_s)),
+    gaussians = (  # (point, mean, variance) of each log-density, signed
+        (+1, z_s, loc, var),  # the library's posterior
+        (+1, z_t, np.sqrt(a2_t) * x, s2_t),
+        (-1, z_t, a * z_s, v),
+        (-1, z_s, np.sqrt(a2_s) * x, s2_s),
     )
+    terms = [sign * stats.norm.logpdf(point, mean, np.sqrt(variance)) for sign, point, mean, variance in gaussians]
     # Each log-density is accurate to ~F64_RTOL relative to its own size (quadratic terms up to ~1e13 at
-    # sigma^2 ~ 1e-13): the identity holds to that relative to the sum of magnitudes.
+    # sigma^2 ~ 1e-13), plus what a relative F64_RTOL perturbation of its point and mean moves it by,
+    # |z - m| (|z| + |m|) / sigma^2: at sigma^2 ~ 1e-15 a residual of a few sigma is a difference of numbers near 1.
     scale = sum(np.abs(term) for term in terms) + 1.0
-    assert_within(sum(terms), 0.0, F64_RTOL * scale, "Bayes' rule")
+    conditioning = sum(np.abs(point - mean) * (np.abs(point) + np.abs(mean)) / variance
+                       for _, point, mean, variance in gaussians)
+    assert_within(sum(terms), 0.0, F64_RTOL * (scale + conditioning), "Bayes' rule")
 
 
 # ---------------------------------------------------------------------------------------------------------------
