@@ -3,8 +3,8 @@
 Three runs of the CPU preset (`examples/presets.py`) under the same budget of steps, batch and learning rate: VDM
 (learned scalar schedule), MuLAN with the reference ``mean_gamma`` denoiser conditioning and MuLAN with
 ``gamma_map``. Each run checkpoints every ``eval_every`` steps; every checkpoint's EMA parameters are then scored on
-the whole test split with the continuous-time VLB (one compiled function per run, the same keys for every
-checkpoint). The training seconds at each step come from the run's ``metrics.jsonl``. The baselines are those of
+the whole test split with the continuous-time VLB, each image averaged over ``replicates`` draws of (t, noise, c),
+with a 95% interval over images (one compiled function per run, the same keys for every checkpoint and model). The training seconds at each step come from the run's ``metrics.jsonl``. The baselines are those of
 ``make demo`` (per-position histogram, codecs), measured on the same test images.
 """
 
@@ -43,15 +43,18 @@ def _config(variant: dict, steps: int, eval_every: int):
     return config
 
 
-def _checkpoint_bpd(config, workdir: pathlib.Path, test: np.ndarray, batch_size: int) -> dict[int, float]:
-    """Test bpd (continuous VLB, EMA parameters) of every checkpoint of a run, with one compiled function."""
+def _checkpoint_bpd(config, workdir: pathlib.Path, test: np.ndarray, batch_size: int,
+                    replicates: int) -> dict[int, tuple[float, float]]:
+    """Test bpd (continuous VLB, EMA parameters) of every checkpoint of a run, with one compiled function: the mean
+    over the test images of each image's average over ``replicates`` independent draws of (t, noise, c), and its 95%
+    interval over images."""
     from flax import nnx
 
     from mulan_ppl.models import build_model
 
     trainer = Trainer(build_model(config.model, rngs=nnx.Rngs(0)), config.train, mesh=make_mesh(jax.devices()[:1]))
     like = trainer.init_state()
-    key = jax.random.key(1234)
+    key = jax.random.key(1234)  # the same draws for every checkpoint and every model
 
     @jax.jit
     def batch_bpd(params, batch, batch_key):
@@ -63,9 +66,11 @@ def _checkpoint_bpd(config, workdir: pathlib.Path, test: np.ndarray, batch_size:
         out = {}
         for step in checkpointer.steps():
             params = checkpointer.restore(step, like).ema_params
-            values = [batch_bpd(params, jnp.asarray(test[i:i + batch_size]), jax.random.fold_in(key, i))
-                      for i in range(0, len(test), batch_size)]
-            out[step] = float(np.mean(np.concatenate([np.asarray(v) for v in values])))
+            per_image = np.mean([np.concatenate([
+                np.asarray(batch_bpd(params, jnp.asarray(test[i:i + batch_size]),
+                                     jax.random.fold_in(jax.random.fold_in(key, r), i)))
+                for i in range(0, len(test), batch_size)]) for r in range(replicates)], axis=0)
+            out[step] = (float(per_image.mean()), float(1.96 * per_image.std(ddof=1) / math.sqrt(len(per_image))))
     finally:
         checkpointer.close()
     return out
@@ -86,20 +91,23 @@ def steps_to_reach(curve: list[dict], target: float) -> int | None:
     return next((point["step"] for point in curve if point["bpd"] <= target), None)
 
 
-def run(*, steps: int = 600, eval_every: int = 100, log=print, plot: str | pathlib.Path | None = None) -> dict:
+def run(*, steps: int = 600, eval_every: int = 100, replicates: int = 4, log=print,
+        plot: str | pathlib.Path | None = None) -> dict:
     data = load_dataset("digits")
     test_batch = 120
-    results = {"steps": steps, "eval_every": eval_every, "test_images": len(data.test), "curves": {}}
+    results = {"steps": steps, "eval_every": eval_every, "replicates": replicates, "test_images": len(data.test),
+               "curves": {}}
     for name, variant in VARIANTS.items():
         config = _config(variant, steps, eval_every)
         log(f"  quality: training {name} for {steps} steps on digits")
         with tempfile.TemporaryDirectory() as tmp:
             workdir = pathlib.Path(tmp)
             summary = train(config, workdir, progress=False, evaluate=False, devices=jax.devices()[:1])
-            bpd = _checkpoint_bpd(config, workdir, data.test, test_batch)
+            bpd = _checkpoint_bpd(config, workdir, data.test, test_batch, replicates)
             seconds = _seconds_at(workdir)
-        results["curves"][name] = [{"step": step, "bpd": value, "train_seconds": seconds.get(step, math.nan)}
-                                   for step, value in sorted(bpd.items()) if step > 0]
+        results["curves"][name] = [{"step": step, "bpd": value, "ci95": ci95,
+                                    "train_seconds": seconds.get(step, math.nan)}
+                                   for step, (value, ci95) in sorted(bpd.items()) if step > 0]
         results.setdefault("train_seconds", {})[name] = summary["train_seconds"]
     vdm_final = results["curves"]["VDM"][-1]["bpd"]
     results["vdm_final_bpd"] = vdm_final
@@ -120,7 +128,8 @@ def _plot(results: dict, path: pathlib.Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in results["curves"].items():
-        ax.plot([p["step"] for p in curve], [p["bpd"] for p in curve], marker="o", label=name)
+        ax.errorbar([p["step"] for p in curve], [p["bpd"] for p in curve], yerr=[p.get("ci95", 0.0) for p in curve],
+                    marker="o", capsize=3, label=name)
     for name in ("histogram", "png"):
         if name in results["baselines"]:
             ax.axhline(results["baselines"][name], linestyle="--", linewidth=1, color="grey")

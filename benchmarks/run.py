@@ -125,14 +125,17 @@ def _render_ode(r: dict) -> str:
 def _render_quality(r: dict) -> str:
     names = list(r["curves"])
     steps = [p["step"] for p in r["curves"][names[0]]]
-    rows = [[str(s)] + [f"{next(p['bpd'] for p in r['curves'][n] if p['step'] == s):.3f}" for n in names]
-            for s in steps]
+    def cell(point):
+        return f"{point['bpd']:.3f} ± {point['ci95']:.3f}" if "ci95" in point else f"{point['bpd']:.3f}"
+
+    rows = [[str(s)] + [cell(next(p for p in r["curves"][n] if p["step"] == s)) for n in names] for s in steps]
     rows.append(["train seconds"] + [f"{r['train_seconds'][n]:.0f}" for n in names])
     rows.append([f"steps to VDM's final {r['vdm_final_bpd']:.3f}"]
                 + [str(r["steps_to_vdm_final"][n] or f"> {r['steps']}") for n in names])
     baselines = ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items())
     return (f"**Quality per compute**, digits ({r['test_images']} test images, 17 levels), test bpd (continuous "
-            "VLB, EMA parameters) against training steps, CPU preset, same budget.\n\n"
+            f"VLB, EMA parameters, each image averaged over {r.get('replicates', 1)} draws; ± a 95% interval over "
+            "images) against training steps, CPU preset, same budget, one training seed.\n\n"
             + _table(["step"] + names, rows) + f"\n\nBaselines on the same images: {baselines}. "
             "Plot: `benchmarks/results/quality.png`.")
 
