@@ -72,7 +72,7 @@ def _child(repeats: int, batch_size: int) -> dict:
         return float(np.sqrt(sum(np.sum(np.square(x.astype(np.float64))) for x in tree)))
 
     def difference(a, b):
-        return norm([x - y for x, y in zip(a, b)])
+        return norm([x - y for x, y in zip(a, b, strict=True)])
 
     update = difference(first[1], initial)
     return {

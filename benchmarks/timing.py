@@ -40,7 +40,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
     """Per-round ratios ``numerator[i] / denominator[i]`` (same round, adjacent in time), summarised."""
-    return summary([a / b for a, b in zip(numerator, denominator)])
+    return summary([a / b for a, b in zip(numerator, denominator, strict=True)])
 
 
 def fmt(stats: dict[str, float], digits: int = 3) -> str:
