@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from mulan_ppl import core
@@ -84,5 +83,4 @@ def run(*, log=print, memory_steps: int = 50) -> dict:
 if __name__ == "__main__":
     import json
 
-    np.set_printoptions(precision=3)
     print(json.dumps(run(), indent=2))

@@ -16,6 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from mulan_ppl import core
+from mulan_ppl._ode import (
+    SOLVERS,
+    check_tolerance,
+    make_augmented_drift,
+    make_drift,
+    solve_probability_flow,
+)
 from mulan_ppl._validation import (
     as_float_array,
     check_broadcasts_to,
@@ -26,7 +33,6 @@ from mulan_ppl._validation import (
     check_values,
 )
 from mulan_ppl.core.dequantization import DEQUANTIZATIONS
-from mulan_ppl._ode import SOLVERS, check_tolerance, make_drift, solve_probability_flow
 from mulan_ppl.schedules import evaluate_schedule
 
 __all__ = [
@@ -142,28 +148,7 @@ def ode_log_likelihood(
     check_values(where, x=x)
     batch, event_shape = x.shape[0], x.shape[1:]
     drift = make_drift(gamma_fn, denoiser, context, event_shape, parameterization, where=where)
-    dim = math.prod(event_shape)
-
-    if trace == "exact":
-        basis = jnp.broadcast_to(jnp.eye(dim, dtype=x.dtype).reshape(dim, 1, *event_shape), (dim, *x.shape))
-
-        def divergence(vjp):
-            rows = jax.vmap(lambda cotangent: vjp(cotangent)[0])(basis)  # (d, B, *event): rows of each Jacobian
-            return jnp.einsum("ibi->b", rows.reshape(dim, batch, dim))
-    else:
-        if probe == "rademacher":
-            eps = jax.random.rademacher(key, x.shape, x.dtype)
-        else:
-            eps = jax.random.normal(key, x.shape, x.dtype)
-
-        def divergence(vjp):
-            return _sum_event(vjp(eps)[0] * eps)
-
-    def augmented(t, state):
-        z, _ = state
-        h, vjp = jax.vjp(lambda zz: drift(t, zz), z)
-        return h, divergence(vjp)
-
+    augmented = make_augmented_drift(drift, x, key, trace=trace, probe=probe)
     (z_1, delta), nfe = solve_probability_flow(augmented, (x, jnp.zeros((batch,), x.dtype)), t0=0.0, t1=1.0,
                                                rtol=rtol, atol=atol, solver=solver, max_steps=max_steps)
     return _prior_log_prob(prior, z_1) + delta, nfe

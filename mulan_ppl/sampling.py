@@ -26,6 +26,17 @@ from mulan_ppl.schedules import evaluate_schedule
 __all__ = ["ancestral_sample", "ode_sample", "pure_callable"]
 
 
+def _starting_latent(where: str, key: jax.Array, shape: tuple[int, ...], z_1) -> jax.Array:
+    """``z_1 ~ N(0, I)`` of ``shape``, or the given ``z_1`` checked (float, that shape, finite)."""
+    if z_1 is None:
+        return jax.random.normal(key, shape, jnp.result_type(float))
+    z_1 = as_float_array(z_1, "z_1", where)
+    if z_1.shape != shape:
+        raise ValueError(f"`{where}`: `z_1` must have shape {shape}; got {z_1.shape}.")
+    check_values(where, z_1=z_1)
+    return z_1
+
+
 def ancestral_sample(
     key: jax.Array,
     gamma_fn,
@@ -71,13 +82,7 @@ def ancestral_sample(
     shape = check_shape_tuple("ancestral_sample", "shape", shape, min_ndim=1)
     batch, event_shape = shape[0], shape[1:]
     init_key, loop_key = jax.random.split(key)
-    if z_1 is None:
-        z_1 = jax.random.normal(init_key, shape, jnp.result_type(float))
-    else:
-        z_1 = as_float_array(z_1, "z_1", "ancestral_sample")
-        if z_1.shape != shape:
-            raise ValueError(f"`ancestral_sample`: `z_1` must have shape {shape}; got {z_1.shape}.")
-        check_values("ancestral_sample", z_1=z_1)
+    z_1 = _starting_latent("ancestral_sample", init_key, shape, z_1)
     gamma_fn, denoiser = pure_callable(gamma_fn), pure_callable(denoiser)
 
     def step(j, z_t):
@@ -139,13 +144,7 @@ def ode_sample(
     check_key("ode_sample", key)
     check_one_of("ode_sample", "parameterization", parameterization, PARAMETERIZATIONS)
     shape = check_shape_tuple("ode_sample", "shape", shape, min_ndim=2)
-    if z_1 is None:
-        z_1 = jax.random.normal(key, shape, jnp.result_type(float))
-    else:
-        z_1 = as_float_array(z_1, "z_1", "ode_sample")
-        if z_1.shape != shape:
-            raise ValueError(f"`ode_sample`: `z_1` must have shape {shape}; got {z_1.shape}.")
-        check_values("ode_sample", z_1=z_1)
+    z_1 = _starting_latent("ode_sample", key, shape, z_1)
     drift = make_drift(gamma_fn, denoiser, context, shape[1:], parameterization, where="ode_sample")
     return solve_probability_flow(drift, z_1, t0=1.0, t1=0.0, rtol=rtol, atol=atol, solver=solver,
                                   max_steps=max_steps)

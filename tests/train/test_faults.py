@@ -31,13 +31,11 @@ from orbax.checkpoint._src.serialization import serialization as orbax_serializa
 from mulan_ppl.train import (
     Checkpointer,
     CheckpointError,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
     restore_run,
     save_run_config,
     train,
 )
+from test_training import TINY  # the same run configuration, so the persistent compilation cache serves both files
 
 # After a failed read or write, Orbax's abandoned coroutines report "Event loop is closed" when collected.
 pytestmark = pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.PytestUnraisableExceptionWarning")
@@ -45,14 +43,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Exception ignored in:pytest.Pyte
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = os.environ.get("MULAN_PPL_JAX_CACHE", str(ROOT / ".jax_cache"))
 
-# The configuration of tests/train/test_training.py (so the persistent compilation cache serves both files).
-TINY = RunConfig(
-    preset="test",
-    model=ModelConfig(kind="vdm", event_shape=(8, 8, 1), vocab_size=17, parameterization="v", gamma_min=None,
-                      channels=8, num_blocks=1, dropout=0.0, attention=False, schedule="fixed_linear"),
-    train=TrainConfig(dataset="digits", batch_size=8, num_steps=6, learning_rate=1e-3, warmup_steps=2,
-                      checkpoint_every=2, keep_checkpoints=5, eval_batch_size=120, eval_steps=8),
-)
 ONE_DEVICE = jax.devices()[:1]
 
 
